@@ -1,0 +1,37 @@
+"""geodiffloc: worldwide image geolocalization with GIS-ready outputs.
+
+The heavy parts are imported lazily, so ``import geodiffloc`` is cheap and the CLI
+starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._version import __version__
+from .show_versions import show_versions
+
+_LAZY = {
+    "SHDD": "geodiffloc.shdd",
+    "GeoCLIP": "geodiffloc.models.geoclip",
+    "LocDiff": "geodiffloc.models.locdiff",
+    "LocDiffH": "geodiffloc.models.locdiff",
+    "geo": "geodiffloc.geo",
+    "metrics": "geodiffloc.metrics",
+    "sphere": "geodiffloc.sphere",
+    "harmonics": "geodiffloc.harmonics",
+}
+
+__all__ = ["__version__", "show_versions", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        return module if module.__name__.endswith(name) else getattr(module, name)
+    raise AttributeError(f"module 'geodiffloc' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

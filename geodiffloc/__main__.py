@@ -1,0 +1,3 @@
+from geodiffloc.cli.main import main
+
+raise SystemExit(main())
