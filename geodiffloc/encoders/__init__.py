@@ -1,5 +1,19 @@
-"""Condition encoders (image, text) behind one small protocol."""
+"""Condition encoders (image, text) behind one small protocol.
+
+Heavy libraries (open_clip, sentence-transformers, efficientnet) load lazily, when an
+encoder is first used.
+"""
 
 from .base import Encoder, PrecomputedEmbeddings, check_encoder_matches
+from .efficientnet import EfficientNetLiteEncoder
+from .registry import encoder_from_name
+from .text import SentenceTransformerEncoder
 
-__all__ = ["Encoder", "PrecomputedEmbeddings", "check_encoder_matches"]
+__all__ = [
+    "EfficientNetLiteEncoder",
+    "Encoder",
+    "PrecomputedEmbeddings",
+    "SentenceTransformerEncoder",
+    "check_encoder_matches",
+    "encoder_from_name",
+]

