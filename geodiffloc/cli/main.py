@@ -14,7 +14,9 @@ import sys
 from .._version import __version__
 
 COMMAND_MODULES: list[str] = [
-    "geodiffloc.cli.shdd_cmd",
+    "geodiffloc.cli.evaluate_cmd",
+    "geodiffloc.cli.geo_cmd",
+    "geodiffloc.cli.train_cmd",
 ]
 
 

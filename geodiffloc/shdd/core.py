@@ -254,14 +254,14 @@ class SHDD:
                refine: bool = True, method: str = "coarse_to_fine") -> torch.Tensor:
         """Mode-seeking decoder (eq. 14) over an anchor set, then continuous refinement.
 
-        See :func:`geodiffloc.shdd.decode.decode` for the parameters.
+        See :func:`geodiffloc.shdd.decoding.decode` for the parameters.
 
         Returns
         -------
         torch.Tensor
             ``(n, 2)`` float64 ``(lat, lon)`` degrees.
         """
-        from .decode import decode
+        from .decoding import decode
 
         return decode(self, self._check_coeffs(coeffs), anchors, beta_km=beta_km,
                       refine=refine, method=method)

