@@ -10,6 +10,7 @@ of its east edge crosses the antimeridian; its longitudes then continue past 180
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -190,6 +191,9 @@ class LatLonGrid:
         """
         import rioxarray  # noqa: F401  (registers .rio)
         import xarray as xr
+
+        # Every field carries the ``da.geoloc`` accessor without the user importing geo.
+        importlib.import_module("geodiffloc.geo.accessor")
 
         if kind not in FIELD_KINDS:
             raise ValueError(f"kind must be one of {sorted(FIELD_KINDS)}; got {kind!r}.")
