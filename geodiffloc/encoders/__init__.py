@@ -6,12 +6,15 @@ encoder is first used.
 
 from .base import Encoder, PrecomputedEmbeddings, check_encoder_matches
 from .efficientnet import EfficientNetLiteEncoder
+from .openclip import OpenCLIPImageEncoder, OpenCLIPTextEncoder
 from .registry import encoder_from_name
 from .text import SentenceTransformerEncoder
 
 __all__ = [
     "EfficientNetLiteEncoder",
     "Encoder",
+    "OpenCLIPImageEncoder",
+    "OpenCLIPTextEncoder",
     "PrecomputedEmbeddings",
     "SentenceTransformerEncoder",
     "check_encoder_matches",
