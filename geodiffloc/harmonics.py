@@ -162,7 +162,8 @@ def _sph_harm_fast(latlon: torch.Tensor, L: int, out: torch.Tensor, chunk: int) 
         o = out[c0 : c0 + n]
         q_prev2 = torch.zeros(n, width, dtype=torch.float64, device=dev)
         q_prev = torch.zeros(n, width, dtype=torch.float64, device=dev)
-        q = torch.empty(n, width, dtype=torch.float64, device=dev)
+        # zeros, not empty: entries outside the band are read (times a zero coefficient)
+        q = torch.zeros(n, width, dtype=torch.float64, device=dev)
         sectoral = torch.full((n,), inv_sqrt4pi, dtype=torch.float64, device=dev)
         q_prev[:, L] = sectoral
         o[:, 0] = inv_sqrt4pi
