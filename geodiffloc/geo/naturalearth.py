@@ -76,7 +76,8 @@ def _load(scale: str) -> Any:
     import geopandas as gpd
 
     if scale == "10m":
-        raw = gpd.read_file(f"zip://{_ne10m_path()}", engine="pyogrio")
+        # The shapefile ships no .cpg, so GDAL would guess Latin-1; its text is UTF-8.
+        raw = gpd.read_file(f"zip://{_ne10m_path()}", engine="pyogrio", encoding="utf-8")
         gdf = raw[list(_NE_KEEP)].rename(columns=_NE_KEEP)
         # Natural Earth writes -99 where the ISO code is disputed (France, Norway, ...);
         # the "EH" column or ADM0_A3 hold the code analysts expect.

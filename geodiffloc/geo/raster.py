@@ -218,6 +218,15 @@ def _tag_key(key: Any) -> str:
     return str(key).replace("=", "_").replace(" ", "_")
 
 
+def _band_label(leading_dim: str | None, label: Any, default: str) -> str:
+    """Band description: a query's own text as is (what QGIS shows), else ``dim=value``."""
+    if not leading_dim:
+        return default
+    if isinstance(label, str) and not label.lstrip("-").replace(".", "", 1).isdigit():
+        return label
+    return f"{leading_dim}={label}"
+
+
 def to_geotiff(
     da: Any,
     path: str | os.PathLike,
@@ -229,8 +238,8 @@ def to_geotiff(
 ) -> Path:
     """Write a field as a float32 GeoTIFF (Cloud-Optimized by default), atomically.
 
-    One band per entry of the leading dim (query/sample), each with a description such
-    as ``"sample=3"`` and a band tag; provenance attrs become dataset tags; CRS
+    One band per entry of the leading dim (query/sample), each with a description (the
+    query text for text labels, else e.g. ``"sample=3"``) and a band tag; provenance attrs become dataset tags; CRS
     EPSG:4326 and the grid's transform are written, NaN cells become ``nodata``.
 
     Parameters
@@ -304,8 +313,7 @@ def to_geotiff(
             ds.write(data)
             ds.update_tags(**tags)
             for b in range(q):
-                label = (f"{parts.leading_dim}={labels[b]}" if parts.leading_dim
-                         else str(da.name or parts.kind))
+                label = _band_label(parts.leading_dim, labels[b], str(da.name or parts.kind))
                 ds.set_band_description(b + 1, label)
                 ds.set_band_unit(b + 1, str(da.attrs.get("units", "")))
                 if parts.leading_dim:

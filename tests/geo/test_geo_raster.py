@@ -196,3 +196,20 @@ def test_resample_refuses_masses_and_bad_coordinates():
         resample_to_grid(vals, lat + 100, lon, g)
     with pytest.raises(ValueError, match="distinct"):
         resample_to_grid(vals, lat, np.array([0, 60, 120, 180, 240, 360.0]), g)
+
+
+def test_text_query_labels_become_bare_band_descriptions(tmp_path):
+    import rasterio
+
+    from geodiffloc.geo import read_geotiff, to_geotiff
+    from geodiffloc.sphere import LatLonGrid
+
+    g = LatLonGrid.global_(10.0)
+    values = np.full((2, *g.shape), 1.0 / (g.shape[0] * g.shape[1]))
+    da = g.to_dataarray(values, kind="mass", leading_dim="query",
+                        leading_coords=np.array(["Kyoto temple", "a harbour in Norway"]))
+    path = to_geotiff(da, tmp_path / "q.tif")
+    with rasterio.open(path) as ds:
+        assert ds.descriptions == ("Kyoto temple", "a harbour in Norway")
+    back = read_geotiff(path)
+    assert back["query"].values.tolist() == ["Kyoto temple", "a harbour in Norway"]
