@@ -239,8 +239,9 @@ def to_geotiff(
     """Write a field as a float32 GeoTIFF (Cloud-Optimized by default), atomically.
 
     One band per entry of the leading dim (query/sample), each with a description (the
-    query text for text labels, else e.g. ``"sample=3"``) and a band tag; provenance attrs become dataset tags; CRS
-    EPSG:4326 and the grid's transform are written, NaN cells become ``nodata``.
+    query text for text labels, else e.g. ``"sample=3"``) and a band tag; provenance
+    attrs become dataset tags; CRS EPSG:4326 and the grid's transform are written, NaN
+    cells become ``nodata``.
 
     Parameters
     ----------
