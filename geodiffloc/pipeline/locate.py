@@ -1,0 +1,375 @@
+"""``locate``: inputs in, everything a GIS analyst wants out.
+
+For each input (a place description, or an image path with an image-encoder model)
+LocDiff draws an ensemble of SHDD samples; the mixture of their densities is the
+probability field, its heaviest mode the point prediction. Outputs:
+
+``predictions.gpkg``
+    One point per query (``query``, ``lat``, ``lon``, ``confidence``, ``country``,
+    ``iso_a3``), EPSG:4326.
+``probability.tif``
+    Cloud-Optimized GeoTIFF, EPSG:4326, one float32 band of cell probabilities per
+    query (band description ``query=<the query>``; each band sums to 1).
+``map.png``
+    A static world map per query: the field as density per km², country borders and
+    the predicted point.
+``countries.csv``
+    ``query, rank, country, iso_a3, probability``: the field's mass inside each Natural
+    Earth (10m) country, sorted by query, then by probability. Countries below
+    ``min_country_prob`` are left out; the mass outside every country polygon (sea,
+    and land too small for the 10m polygons) is one row named
+    :data:`NO_COUNTRY` with an empty ``iso_a3``, so each query's rows sum to ~1.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .._io import atomic_path, check_writable
+
+__all__ = ["EXAMPLE_QUERIES", "NO_COUNTRY", "OUTPUT_FILES", "LocateResult", "locate"]
+
+#: What ``geodiffloc locate`` geolocates when given no inputs.
+EXAMPLE_QUERIES: tuple[str, ...] = (
+    "a fishing harbour in northern Norway",
+    "Kyoto temple",
+    "a street market in Marrakesh",
+    "a beach in Rio de Janeiro",
+)
+
+#: Output file names inside ``out_dir``.
+OUTPUT_FILES: dict[str, str] = {
+    "predictions": "predictions.gpkg",
+    "raster": "probability.tif",
+    "map": "map.png",
+    "countries": "countries.csv",
+}
+
+#: The ``country`` label of the mass that falls in no country polygon.
+NO_COUNTRY = "(no country: sea or unmapped)"
+
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".heic", ".gif"}
+_MAX_PANELS = 12
+
+
+@dataclass
+class LocateResult:
+    """What :func:`locate` found and wrote.
+
+    Attributes
+    ----------
+    predictions
+        GeoDataFrame, one row per query: ``query``, ``lat``, ``lon``, ``confidence``
+        (share of the ensemble's samples near the prediction), ``country``, ``iso_a3``
+        (Natural Earth country of the predicted point; empty at sea), point geometry.
+    field
+        ``("query", "lat", "lon")`` DataArray of cell probabilities (each query sums
+        to 1), EPSG:4326, the query texts as ``query`` coordinate.
+    countries
+        DataFrame ``query, rank, country, iso_a3, probability`` (see the module notes).
+    paths
+        Written files by kind (``predictions``, ``raster``, ``map``, ``countries``);
+        empty without ``out_dir``.
+    """
+
+    predictions: Any
+    field: Any
+    countries: Any
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def top_countries(self, k: int = 3) -> Any:
+        """The ``k`` most probable countries of each query (the no-country row excluded).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Rows of :attr:`countries`, at most ``k`` per query, in query order.
+        """
+        c = self.countries
+        c = c[c["country"] != NO_COUNTRY]
+        return c.groupby("query", sort=False).head(int(k)).reset_index(drop=True)
+
+
+def _labels_and_items(inputs: Any, modality: str) -> tuple[list[Any], list[str]]:
+    """Validate inputs for the encoder's modality; return (items to encode, labels)."""
+    if isinstance(inputs, str | os.PathLike):
+        inputs = [inputs]
+    try:
+        items = list(inputs)
+    except TypeError:
+        raise ValueError(
+            f"inputs must be a list of descriptions or image paths; got {type(inputs).__name__}."
+        ) from None
+    if not items:
+        raise ValueError("no inputs: give at least one place description (or image path).")
+    labels = []
+    for i, x in enumerate(items):
+        if not isinstance(x, str | os.PathLike):
+            raise ValueError(
+                f"input {i} is a {type(x).__name__}; inputs must be strings (descriptions) or "
+                "paths (images)."
+            )
+        text = os.fspath(x)
+        if not text.strip():
+            raise ValueError(f"input {i} is an empty string; remove it or describe the place.")
+        if modality == "image":
+            if not Path(text).is_file():
+                raise FileNotFoundError(
+                    f"input {i}: image file {text!r} does not exist (this model geolocates "
+                    "images; pass paths to image files)."
+                )
+        elif isinstance(x, os.PathLike) or (
+                Path(text).suffix.lower() in _IMAGE_SUFFIXES and Path(text).is_file()):
+            raise ValueError(
+                f"input {i} ({text!r}) is a file, but this model geolocates {modality} "
+                "descriptions; for photos use a model trained on an image encoder (--model)."
+            )
+        labels.append(text)
+    return [os.fspath(x) if modality == "image" else x for x in items], labels
+
+
+def _targets(out_dir: str | os.PathLike | None, overwrite: bool) -> dict[str, Path]:
+    """Output paths, all checked before any work (no clobbering, no half-written set)."""
+    if out_dir is None:
+        return {}
+    root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"out_dir {root} exists and is not a folder.")
+    paths = {k: root / name for k, name in OUTPUT_FILES.items()}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{', '.join(existing)} already exist; pass overwrite=True (CLI: --overwrite) or "
+            "choose another output folder."
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    for p in paths.values():
+        check_writable(p, overwrite)
+    return paths
+
+
+def _resolve_model(model: Any, encoder: Any, progress: bool, retrain: bool,
+                   ) -> tuple[Any, Any]:
+    from ..encoders.base import check_encoder_matches
+
+    if model is None:
+        from .default_model import default_model
+
+        model, default_enc = default_model(retrain=retrain, progress=progress)
+        encoder = encoder or default_enc
+    elif isinstance(model, str | os.PathLike):
+        from ..models.locdiff import LocDiff
+
+        model = LocDiff.load(model)
+    if not hasattr(model, "probability_map") or not hasattr(model, "encoder_record"):
+        raise ValueError(
+            f"model must be a LocDiff (or a path to a LocDiff checkpoint); got "
+            f"{type(model).__name__}."
+        )
+    if encoder is None:
+        name = model.encoder_record["name"]
+        if name == "precomputed":
+            raise ValueError(
+                "this model was trained on precomputed embeddings and does not record its "
+                "encoder; pass encoder= (the encoder that made its training embeddings)."
+            )
+        from ..encoders import encoder_from_name
+
+        encoder = encoder_from_name(name)
+    check_encoder_matches(model.encoder_record, encoder)
+    return model, encoder
+
+
+def _country_table(fld: Any, labels: list[str], scale: str, min_prob: float,
+                   progress: bool) -> Any:
+    import pandas as pd
+
+    from ..geo import countries, zonal_probability
+
+    world = countries(scale)[["name", "iso_a3", "geometry"]]
+    zonal = zonal_probability(fld, world, progress=progress)
+    frames = []
+    for i, label in enumerate(labels):
+        p = zonal[f"prob_{i}"].to_numpy(dtype=np.float64)
+        keep = p >= min_prob
+        rest = max(0.0, 1.0 - float(p.sum()))
+        df = pd.DataFrame({"country": world["name"].to_numpy()[keep],
+                           "iso_a3": world["iso_a3"].fillna("").to_numpy()[keep],
+                           "probability": p[keep]})
+        df = pd.concat([df, pd.DataFrame({"country": [NO_COUNTRY], "iso_a3": [""],
+                                          "probability": [rest]})], ignore_index=True)
+        df = df.sort_values("probability", ascending=False, kind="stable")
+        df.insert(0, "rank", np.arange(1, len(df) + 1))
+        df.insert(0, "query", label)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _draw_map(fld: Any, preds: Any, labels: list[str], path: Path, overwrite: bool) -> Path:
+    from matplotlib.colors import PowerNorm
+    from matplotlib.figure import Figure
+
+    from ..geo import plot_field
+
+    n = min(len(labels), _MAX_PANELS)
+    ncols = 1 if n == 1 else 2
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(8.0 * ncols, 4.3 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for i in range(n):
+        pt = preds[["lat", "lon"]].to_numpy()[i:i + 1]
+        title = labels[i] if len(labels[i]) <= 60 else labels[i][:57] + "..."
+        plot_field(fld, index=i, points=pt, ax=axes[i], title=title, borders="lowres")
+        # square-root colours: secondary modes stay visible without log-scale ringing
+        im = axes[i].images[0]
+        im.set_norm(PowerNorm(0.5, vmin=0.0, vmax=float(im.norm.vmax)))
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    if len(labels) > n:
+        fig.suptitle(f"first {n} of {len(labels)} queries (all are in the GeoTIFF)")
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return path
+
+
+def locate(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    model: Any = None,
+    encoder: Any = None,
+    out_dir: str | os.PathLike | None = None,
+    resolution: float = 0.5,
+    n_samples: int = 32,
+    overwrite: bool = False,
+    seed: int = 0,
+    sampler: Literal["ddpm", "ddim", "dpm++"] = "ddpm",
+    steps: int | None = None,
+    views: int = 8,
+    countries_scale: Literal["10m", "lowres"] = "10m",
+    min_country_prob: float = 1e-6,
+    retrain_default: bool = False,
+    progress: bool = True,
+) -> LocateResult:
+    """Geolocate inputs and (optionally) write GIS-ready files.
+
+    Parameters
+    ----------
+    inputs
+        Place descriptions (the default model and any text-encoder model), or image
+        paths (a model trained on an image encoder); one string/path or a list.
+    model
+        A :class:`~geodiffloc.LocDiff`, a path to a LocDiff checkpoint, or ``None`` for
+        the built-in default (:func:`~geodiffloc.pipeline.default_model`; trained and
+        cached on first use).
+    encoder
+        The encoder for raw inputs; default: rebuilt from the name the model recorded
+        (:func:`geodiffloc.encoders.encoder_from_name`).
+    out_dir
+        Folder for ``predictions.gpkg``, ``probability.tif``, ``map.png`` and
+        ``countries.csv`` (created if missing); ``None`` writes nothing.
+    resolution
+        Raster cell size in degrees (``180 / resolution`` must be a whole number).
+    n_samples
+        Diffusion samples per input (the ensemble behind the field and prediction).
+    overwrite
+        Replace existing output files (otherwise refused before any work is done).
+    seed
+        Seed of the diffusion noise (same seed, same outputs).
+    sampler, steps
+        LocDiff sampler (``"ddpm"`` with T steps as in the paper; ``"dpm++"`` with 20
+        steps is faster) and its step count.
+    views
+        Augmented views per image input (image models only; texts are embedded once and
+        the ensemble comes from the diffusion noise).
+    countries_scale
+        Natural Earth polygons for the per-country probabilities.
+    min_country_prob
+        Countries with less probability are left out of the country table.
+    retrain_default
+        With ``model=None``: retrain the built-in default model instead of loading the
+        cached one (after the inputs and output paths have been checked).
+    progress
+        Progress bars (default-model training, zonal sums).
+
+    Returns
+    -------
+    LocateResult
+
+    Raises
+    ------
+    ValueError
+        No inputs, an empty or non-string input, a file given to a text model, a bad
+        ``resolution`` / ``n_samples``, or a model/encoder mismatch.
+    FileNotFoundError
+        An image input that does not exist.
+    FileExistsError
+        An output file exists and ``overwrite`` is false.
+
+    Examples
+    --------
+    >>> res = locate(["Kyoto temple"], out_dir="out")  # doctest: +SKIP
+    >>> res.predictions[["query", "lat", "lon", "country"]]  # doctest: +SKIP
+    >>> res.top_countries(3)  # doctest: +SKIP
+    """
+    from ..geo import country_of, to_geotiff, write_vector
+
+    if int(n_samples) < 1:
+        raise ValueError(f"n_samples must be >= 1; got {n_samples}.")
+    if int(views) < 1:
+        raise ValueError(f"views must be >= 1; got {views}.")
+    if not (resolution > 0 and abs(180.0 / resolution - round(180.0 / resolution)) < 1e-9):
+        raise ValueError(
+            f"resolution must divide 180 degrees into whole cells (e.g. 1, 0.5, 0.25); "
+            f"got {resolution}."
+        )
+    if not 0.0 <= min_country_prob < 1.0:
+        raise ValueError(f"min_country_prob must be in [0, 1); got {min_country_prob}.")
+    if isinstance(model, str | os.PathLike) and not Path(model).is_file():
+        raise FileNotFoundError(f"model checkpoint {os.fspath(model)!r} does not exist.")
+    # cheap checks first: a bad input or an existing output must not cost a training run
+    modality = getattr(encoder, "modality", None) if encoder is not None else None
+    if modality is None and model is None:
+        modality = "text"  # the built-in default geolocates descriptions
+    if modality is not None:
+        _labels_and_items(inputs, modality)
+    paths = _targets(out_dir, overwrite)
+    model, encoder = _resolve_model(model, encoder, progress, bool(retrain_default))
+    modality = str(getattr(encoder, "modality", "text"))
+    items, labels = _labels_and_items(inputs, modality)
+
+    if modality == "image" and views > 1:
+        cond = model.embed_views(items, n_views=int(views), encoder=encoder)  # (n, v, d)
+        kw = {"n_views": int(views), "samples_per_view": max(1, math.ceil(n_samples / views))}
+    else:
+        cond = model.embed_views(items, n_views=1, encoder=encoder)[:, 0]  # (n, d)
+        kw = {"n_views": int(n_samples), "samples_per_view": 1}
+    kw.update(sampler=sampler, steps=steps, seed=int(seed))
+    preds = model.predict(cond, aggregate="mixture_mode", **kw)
+    fld = model.probability_map(cond, resolution=float(resolution), **kw)
+    fld = fld.assign_coords(query=np.array(labels, dtype=object))
+    fld.attrs["inputs"] = modality
+
+    lat, lon = preds["lat"].to_numpy(), preds["lon"].to_numpy()
+    preds.insert(0, "query", labels)
+    preds["country"] = [c or "" for c in country_of(lat, lon, scale=countries_scale)]
+    preds["iso_a3"] = [c or "" for c in country_of(lat, lon, scale=countries_scale,
+                                                   column="iso_a3")]
+    preds = preds[["query", "lat", "lon", "confidence", "country", "iso_a3", "geometry"]]
+    table = _country_table(fld, labels, countries_scale, float(min_country_prob), progress)
+
+    written: dict[str, Path] = {}
+    if paths:
+        written["predictions"] = write_vector(preds, paths["predictions"], overwrite=overwrite)
+        written["raster"] = to_geotiff(fld, paths["raster"], overwrite=overwrite)
+        written["map"] = _draw_map(fld, preds, labels, paths["map"], overwrite)
+        with atomic_path(paths["countries"], overwrite=overwrite) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.6g")
+        written["countries"] = paths["countries"]
+    return LocateResult(predictions=preds, field=fld, countries=table, paths=written)

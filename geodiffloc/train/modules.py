@@ -1,0 +1,454 @@
+"""Lightning modules for LocDiff and GeoCLIP.
+
+The modules are thin: the maths (SHDD-KL diffusion loss, contrastive loss with the GPS
+queue, sampling, retrieval) lives in the model classes; a module picks the optimiser
+and schedule, feeds batches to the model's own loss and scores validation with the
+standard geolocation metrics:
+
+``val/acc@1km`` ... ``val/acc@2500km``
+    Percentage (0-100) of validation items predicted within that many km.
+``val/median_km``, ``val/mean_km``, ``val/geoscore``
+    Error statistics (WGS84 geodesic), GeoScore 0-5000.
+``val/loss``
+    The training loss on validation batches (fixed noise, no queue update).
+
+``ModelCheckpoint(monitor="val/median_km", mode="min")`` or ``monitor="val/acc@750km",
+mode="max"`` pick the best epoch. Under DDP every rank scores its shard, the
+predictions are gathered and each item counts once, so the numbers equal a
+single-process run on the same weights.
+
+Optimisation:
+
+* **GeoCLIP** (paper, Sec. 4): Adam, lr 3e-5, weight decay 1e-6, StepLR x0.87 per
+  epoch, via :meth:`GeoCLIP.configure_optimizer`.
+* **LocDiff**: the paper gives no optimiser details. AdamW with lr 1e-3 (the value the
+  LocDiff code's own ``fit`` loop is tuned for; the CS-UNet's SIREN blocks are small
+  and like a larger step than transformers), no weight decay by default, optional
+  linear warm-up, then cosine decay over the run's total optimiser steps
+  (``trainer.estimated_stepping_batches``) down to ``min_lr_ratio * lr``; or a
+  constant rate.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+__all__ = ["GeoCLIPModule", "LocDiffModule", "metric_name"]
+
+
+def metric_name(summary_key: str) -> str:
+    """Logged name of a :func:`geodiffloc.metrics.summarize` key.
+
+    Examples
+    --------
+    >>> metric_name("acc@750km_%"), metric_name("median_km")
+    ('val/acc@750km', 'val/median_km')
+    """
+    return "val/" + summary_key.removesuffix("_%")
+
+
+class _WarmupCosine:
+    """LR factor: linear warm-up to 1, then cosine down to ``min_ratio`` at ``total``."""
+
+    def __init__(self, total: int, warmup: int, min_ratio: float, cosine: bool) -> None:
+        self.total, self.warmup = max(1, int(total)), int(warmup)
+        self.min_ratio, self.cosine = float(min_ratio), bool(cosine)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if not self.cosine:
+            return 1.0
+        span = max(1, self.total - self.warmup)
+        frac = min(1.0, (step - self.warmup) / span)
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+class _GeoModule(pl.LightningModule):
+    """Shared parts: seeded noise generator, validation bookkeeping and metrics."""
+
+    seed: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._gen: torch.Generator | None = None
+        self._loss_sum: torch.Tensor | None = None
+        self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        #: The last validation summary (plain floats), also logged under ``val/...``.
+        self.val_summary: dict[str, Any] = {}
+
+    # -- randomness -------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        # A CPU generator for the loss noise (timesteps, Gaussian noise, anchors, GPS noise)
+        # that differs per rank (DDP ranks must not draw the same noise for different
+        # data) and is re-derived from the step when a run is resumed.
+        s = (int(self.seed) * 1_000_003 + int(self.global_rank) * 7919
+             + int(self.global_step)) % (2**63 - 1)
+        self._gen = torch.Generator().manual_seed(s)
+
+    def _track(self, loss: torch.Tensor) -> None:
+        # summed on the device without a sync; checked once per epoch
+        d = loss.detach().float()
+        self._loss_sum = d if self._loss_sum is None else self._loss_sum + d
+
+    def on_train_epoch_start(self) -> None:
+        self._loss_sum = None
+
+    def on_train_epoch_end(self) -> None:
+        # fail early and clearly: a NaN loss turns every weight into NaN for good
+        if self._loss_sum is not None and not bool(torch.isfinite(self._loss_sum)):
+            raise FloatingPointError(
+                f"the training loss became NaN or infinite in epoch {self.current_epoch}; "
+                "stopping. Lower optim.lr, set trainer.gradient_clip_val, or check the data "
+                "for extreme embeddings."
+            )
+
+    def _val_generator(self, batch_idx: int) -> torch.Generator:
+        # the same noise in every validation epoch, so val/loss is comparable across epochs
+        return torch.Generator().manual_seed(int(self.seed) * 7_919 + int(batch_idx))
+
+    # -- validation metrics -----------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val = []
+
+    def _collect(self, pred: torch.Tensor, truth: torch.Tensor, idx: torch.Tensor) -> None:
+        self._val.append((pred.detach().to(torch.float64).cpu(),
+                          truth.detach().to(torch.float64).cpu(), idx.detach().cpu()))
+
+    def _gather(self, t: torch.Tensor) -> torch.Tensor:
+        """Concatenate a per-rank tensor over ranks (rows may differ in number)."""
+        if self.trainer.world_size <= 1:
+            return t
+        dev = self.device
+        n = torch.tensor([t.shape[0]], device=dev)
+        sizes = self.all_gather(n).reshape(-1).tolist()
+        pad = torch.zeros((max(sizes) - t.shape[0], *t.shape[1:]), dtype=t.dtype)
+        allt = self.all_gather(torch.cat([t, pad]).to(dev))
+        return torch.cat([allt[r, :s].cpu() for r, s in enumerate(sizes)])
+
+    def on_validation_epoch_end(self) -> None:
+        from ..metrics import summarize
+
+        if not self._val:
+            return
+        pred = self._gather(torch.cat([v[0] for v in self._val]))
+        truth = self._gather(torch.cat([v[1] for v in self._val]))
+        idx = self._gather(torch.cat([v[2] for v in self._val]))
+        self._val = []
+        # a DistributedSampler repeats items to even out the ranks: count each once
+        _, first = np.unique(idx.numpy(), return_index=True)
+        pred, truth = pred[first], truth[first]
+        summary = summarize(pred.numpy(), truth.numpy())
+        self.val_summary = {k: v for k, v in summary.items() if k != "method"}
+        for k, v in self.val_summary.items():
+            if k == "n":
+                continue
+            # identical on every rank after the gather; sync_dist only averages equal values
+            self.log(metric_name(k), float(v), prog_bar=k in ("median_km", "acc@750km_%"),
+                     sync_dist=True)
+
+
+def _check_encoder(encoder: dict[str, Any] | None) -> dict[str, Any]:
+    if not encoder or "dim" not in encoder:
+        raise ValueError(
+            "encoder must be {'name': ..., 'dim': ...} of the condition embeddings "
+            "(GeoDataModule.encoder gives it)."
+        )
+    return {"name": str(encoder.get("name", "precomputed")), "dim": int(encoder["dim"])}
+
+
+class LocDiffModule(_GeoModule):
+    """Trains a :class:`~geodiffloc.LocDiff` with its SHDD-KL diffusion loss.
+
+    Parameters
+    ----------
+    model
+        :class:`~geodiffloc.LocDiff` constructor arguments (``L``, ``widths``,
+        ``time_dim``, ``w0``, ``taper``, ``diffusion`` as a dict of
+        :class:`~geodiffloc.models.locdiff.DiffusionConfig` fields) and ``init``: a
+        LocDiff checkpoint to start from (its architecture then wins).
+    encoder
+        ``{"name", "dim"}`` of the condition encoder; ``dim`` is the condition width.
+    optim
+        ``lr``, ``weight_decay``, ``betas``, ``schedule`` (``"cosine"``/``"constant"``),
+        ``warmup_steps``, ``min_lr_ratio`` (see the module docstring).
+    loss
+        ``anchors`` (``"uniform"``/``"mixed"``), ``n_anchors``, ``n_local``,
+        ``local_radius_km`` (:class:`~geodiffloc.models.locdiff.AnchorSampler`),
+        ``p_uncond``, ``aux_weight``.
+    validation
+        ``sampler`` (fast ``"dpm++"`` by default), ``steps`` (10), ``n_samples`` per
+        item (1), ``aggregate`` (``"auto"``: the sample itself for one sample, else
+        the mixture mode).
+    seed
+        Seeds the loss noise and the validation sampling.
+
+    Raises
+    ------
+    ValueError
+        Bad encoder record, or an ``init`` checkpoint for another condition width.
+
+    Examples
+    --------
+    >>> m = LocDiffModule({"L": 3, "widths": [16]}, encoder={"name": "x", "dim": 4})
+    >>> m.model.L, m.model.cond_dim
+    (3, 4)
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any] | None = None,
+        *,
+        encoder: dict[str, Any] | None = None,
+        optim: dict[str, Any] | None = None,
+        loss: dict[str, Any] | None = None,
+        validation: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        from .config import default_config
+
+        d = default_config("locdiff")
+        encoder = _check_encoder(encoder)
+        model = {**d["model"], **(model or {})}
+        self.optim_cfg = {**d["optim"], **(optim or {})}
+        self.loss_cfg = {**d["loss"], **(loss or {})}
+        self.val_cfg = {**d["validation"], **(validation or {})}
+        self.seed = int(seed)
+        self.save_hyperparameters({"model": model, "encoder": encoder, "optim": self.optim_cfg,
+                                   "loss": self.loss_cfg, "validation": self.val_cfg,
+                                   "seed": self.seed})
+        self.model = _build_locdiff(model, encoder)
+        from ..models.locdiff import AnchorSampler
+
+        ls = self.loss_cfg
+        self.anchor_sampler = AnchorSampler(ls["anchors"], n_anchors=ls["n_anchors"],
+                                            n_local=ls["n_local"],
+                                            local_radius_km=ls["local_radius_km"])
+        # The learned null condition only gets gradients when conditions are dropped;
+        # frozen otherwise so DDP does not wait for a gradient that never comes.
+        self.model.net.null_cond.requires_grad_(float(ls["p_uncond"]) > 0)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, ll = batch[0], batch[1]
+        ls = self.loss_cfg
+        loss, logs = self.model.training_loss(
+            x, ll, anchor_sampler=self.anchor_sampler, p_uncond=float(ls["p_uncond"]),
+            aux_weight=float(ls["aux_weight"]), generator=self._gen)
+        self._track(loss)
+        n = x.shape[0]
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n,
+                 sync_dist=True)
+        self.log("train/mse", logs["mse"], on_step=False, on_epoch=True, batch_size=n,
+                 sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, ll, idx = batch
+        ls, v = self.loss_cfg, self.val_cfg
+        vloss, _ = self.model.training_loss(
+            x, ll, anchor_sampler=self.anchor_sampler, aux_weight=float(ls["aux_weight"]),
+            generator=self._val_generator(batch_idx))
+        self.log("val/loss", vloss, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+        n_samples = int(v["n_samples"])
+        agg = v["aggregate"]
+        if agg == "auto":
+            agg = "centroid" if n_samples == 1 else "mixture_mode"
+        gdf = self.model.predict(
+            x, n_views=n_samples, aggregate=agg, sampler=v["sampler"], steps=v["steps"],
+            seed=self.seed * 7_919 + batch_idx, progress=False)
+        pred = torch.from_numpy(np.stack([gdf["lat"].to_numpy(), gdf["lon"].to_numpy()], 1))
+        self._collect(pred, ll, idx)
+
+    def configure_optimizers(self) -> Any:
+        o = self.optim_cfg
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=float(o["lr"]), betas=tuple(o["betas"]),
+                                weight_decay=float(o["weight_decay"]))
+        cosine = o["schedule"] == "cosine"
+        if not cosine and int(o["warmup_steps"]) == 0:
+            return opt
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer else 1
+        factor = _WarmupCosine(total, int(o["warmup_steps"]), float(o["min_lr_ratio"]), cosine)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _build_locdiff(model: dict[str, Any], encoder: dict[str, Any]) -> Any:
+    from ..models.locdiff import DiffusionConfig, LocDiff
+
+    kw = dict(model)
+    init = kw.pop("init", None)
+    if init:
+        m = LocDiff.load(init)
+        if m.cond_dim != encoder["dim"]:
+            raise ValueError(
+                f"model.init {init!r} takes {m.cond_dim}-d conditions but the data are "
+                f"{encoder['dim']}-d embeddings from {encoder['name']!r}."
+            )
+        m.encoder_record = dict(encoder)
+        return m.train()
+    diff = kw.pop("diffusion", None)
+    if isinstance(diff, dict):
+        diff = DiffusionConfig(**diff)
+    if kw.get("widths") is not None:
+        kw["widths"] = tuple(int(w) for w in kw["widths"])
+    return LocDiff(cond_dim=encoder["dim"], encoder=encoder, diffusion=diff, **kw)
+
+
+class GeoCLIPModule(_GeoModule):
+    """Trains a :class:`~geodiffloc.GeoCLIP` head and location encoder contrastively.
+
+    Parameters
+    ----------
+    model
+        :class:`~geodiffloc.GeoCLIP` constructor arguments (``embed_dim``, ``sigmas``,
+        ``n_freqs``, ``hidden_dim``, ``temperature``, ``queue_size``, ``batch_noise_m``,
+        ``queue_noise_m``, ``gallery``) and ``init``: ``"official"`` (start from the
+        pretrained weights, needs 768-d CLIP ViT-L/14 features) or a GeoCLIP checkpoint.
+    encoder
+        ``{"name", "dim"}`` of the backbone features (``dim`` = ``backbone_dim``).
+    optim
+        ``lr`` (3e-5), ``weight_decay`` (1e-6), ``gamma`` (0.87), ``step_size`` (1 epoch).
+    validation
+        ``gallery``: ``"train"`` (the training locations, given as ``gallery=`` or taken
+        from the trainer's :class:`GeoDataModule`) or any gallery spec
+        (``"fibonacci:N"``, a CSV, ...); ``max_gallery`` caps a training gallery by a
+        seeded random subset.
+    seed
+        Seeds the initial weights, the GPS queue and the GPS noise.
+    gallery
+        ``(n, 2)`` training locations for ``validation.gallery == "train"`` (not
+        stored in checkpoints).
+
+    Raises
+    ------
+    ValueError
+        Bad encoder record, mismatched ``init`` weights.
+
+    Examples
+    --------
+    >>> m = GeoCLIPModule({"embed_dim": 8, "n_freqs": 8, "hidden_dim": 16, "queue_size": 32},
+    ...                   encoder={"name": "x", "dim": 4})
+    >>> m.model.backbone_dim, m.model.embed_dim
+    (4, 8)
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any] | None = None,
+        *,
+        encoder: dict[str, Any] | None = None,
+        optim: dict[str, Any] | None = None,
+        validation: dict[str, Any] | None = None,
+        seed: int = 0,
+        gallery: Any = None,
+    ) -> None:
+        super().__init__()
+        from .config import default_config
+
+        d = default_config("geoclip")
+        encoder = _check_encoder(encoder)
+        model = {**d["model"], **(model or {})}
+        self.optim_cfg = {**d["optim"], **(optim or {})}
+        self.val_cfg = {**d["validation"], **(validation or {})}
+        self.seed = int(seed)
+        self.save_hyperparameters({"model": model, "encoder": encoder, "optim": self.optim_cfg,
+                                   "validation": self.val_cfg, "seed": self.seed})
+        self.model = _build_geoclip(model, encoder, self.seed)
+        self._train_latlon = gallery
+        self._gallery: Any = None
+
+    def _validation_gallery(self) -> Any:
+        from ..models.geoclip import Gallery, resolve_gallery
+
+        if self._gallery is not None:
+            return self._gallery
+        spec = self.val_cfg["gallery"]
+        if spec != "train":
+            self._gallery = resolve_gallery(spec)
+            return self._gallery
+        ll = self._train_latlon
+        if ll is None and self._trainer is not None:
+            ll = getattr(self.trainer.datamodule, "train_latlon", None)
+        if ll is None:
+            raise ValueError(
+                "validation.gallery='train' needs the training locations: pass gallery= "
+                "to GeoCLIPModule or train with a GeoDataModule; or set validation.gallery "
+                "to a gallery spec such as 'fibonacci:100000'."
+            )
+        self._gallery = Gallery(
+            training_gallery(ll, int(self.val_cfg["max_gallery"]), self.seed), "train")
+        return self._gallery
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, ll = batch[0], batch[1]
+        loss = self.model.training_step(x, ll, generator=self._gen)
+        self._track(loss)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True,
+                 batch_size=x.shape[0], sync_dist=True)
+        self.log("train/logit_scale", self.model.logit_scale.detach(), on_step=False,
+                 on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, ll, idx = batch
+        vloss = self.model.training_step(x, ll, update_queue=False,
+                                         generator=self._val_generator(batch_idx))
+        self.log("val/loss", vloss, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+        gdf = self.model.predict(x, gallery=self._validation_gallery(), input_kind="backbone",
+                                 batch_size=max(1, x.shape[0]))
+        pred = torch.from_numpy(np.stack([gdf["lat"].to_numpy(), gdf["lon"].to_numpy()], 1))
+        self._collect(pred, ll, idx)
+
+    def configure_optimizers(self) -> Any:
+        o = self.optim_cfg
+        opt, sched = self.model.configure_optimizer(
+            lr=float(o["lr"]), weight_decay=float(o["weight_decay"]), gamma=float(o["gamma"]),
+            step_size=int(o["step_size"]))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+def training_gallery(latlon: Any, max_size: int, seed: int) -> torch.Tensor:
+    """Distinct training locations, at most ``max_size`` (a seeded random subset), float64.
+
+    Examples
+    --------
+    >>> training_gallery(torch.tensor([[1.0, 2.0], [1.0, 2.0], [3.0, 4.0]]), 10, 0).shape
+    torch.Size([2, 2])
+    """
+    ll = np.unique(np.asarray(torch.as_tensor(latlon, dtype=torch.float64)), axis=0)
+    if len(ll) > max_size:
+        keep = np.random.default_rng(int(seed)).choice(len(ll), size=max_size, replace=False)
+        ll = ll[np.sort(keep)]
+    return torch.from_numpy(np.ascontiguousarray(ll))
+
+
+def _build_geoclip(model: dict[str, Any], encoder: dict[str, Any], seed: int) -> Any:
+    from ..models.geoclip import GeoCLIP
+
+    kw = dict(model)
+    init = kw.pop("init", None)
+    gallery = kw.pop("gallery", None)
+    if init:
+        m = (GeoCLIP.from_official(backbone=None, cache_dir=False) if init == "official"
+             else GeoCLIP.load(init, cache_dir=False))
+        if m.backbone_dim != encoder["dim"]:
+            raise ValueError(
+                f"model.init {init!r} expects {m.backbone_dim}-d backbone features but the "
+                f"data are {encoder['dim']}-d embeddings from {encoder['name']!r}."
+            )
+        m.train()
+    else:
+        if kw.get("sigmas") is not None:
+            kw["sigmas"] = tuple(float(s) for s in kw["sigmas"])
+        m = GeoCLIP(backbone_dim=encoder["dim"], cache_dir=False, seed=seed, **kw)
+    if gallery is not None:
+        m.gallery = gallery
+    m.encoder_record = dict(encoder)
+    return m
