@@ -12,7 +12,7 @@ to the width of the field: ``beta_km = 2 * SHDD.width_km``.
 
 Search (``method="coarse_to_fine"``, the default):
 
-1. a low-pass field (degree ``min(L, 15)``) on a fixed 4096-point Fibonacci lattice
+1. a low-pass field (degree ``min(L, 23)``) on a fixed 16,384-point Fibonacci lattice
    picks the most promising regions;
 2. a mid-pass field (degree ``min(L, 31)``) ranks the anchors near those regions;
 3. the full field, and eq. 14's neighbourhood sums, decide among the anchors near the
@@ -48,10 +48,12 @@ if TYPE_CHECKING:
 __all__ = ["decode", "default_anchors", "refine_modes"]
 
 _COARSE_N = 16384
-_COARSE_L = 15
+_COARSE_L = 23
 _COARSE_K = 3
 _MID_L = 31
-_MID_K = 2
+_MID_K = 3
+_R1_SPACINGS = 1.5  # stage-1 search radius, in coarse-lattice spacings
+_R2_LOBES = 0.5  # stage-3 search radius, in half-widths pi/(Lm+1) of the mid-pass lobe
 _Y_BUDGET = 300_000_000  # floats of cached anchor harmonics (1.2 GB in float32)
 
 
@@ -169,7 +171,7 @@ def _search_coarse_to_fine(shdd: SHDD, c: torch.Tensor, index: _AnchorIndex,
     kc = _COARSE_K
     top_c = torch.topk(f_c, k=kc, dim=1).indices
     lat_xyz = latlon_to_xyz(lattice).numpy()
-    r1 = max(1.2 * math.sqrt(4 * math.pi / _COARSE_N), 1.5 * index.spacing)
+    r1 = max(_R1_SPACINGS * math.sqrt(4 * math.pi / _COARSE_N), 1.5 * index.spacing)
     hits = index.tree.query_ball_point(lat_xyz[top_c.numpy().ravel()], _chord(r1))
     cand = [sorted(set().union(*hits[i * kc:(i + 1) * kc])) for i in range(n)]
     idx1, m1 = _padded(cand, 0)
@@ -180,7 +182,7 @@ def _search_coarse_to_fine(shdd: SHDD, c: torch.Tensor, index: _AnchorIndex,
     k2 = min(_MID_K, idx1.shape[1])
     best_m = torch.gather(idx1, 1, torch.topk(f_m, k=k2, dim=1).indices)
     # 3. full field + eq. 14 near them.
-    r2 = max(0.25 * math.pi / (Lm + 1), 1.5 * index.spacing) + beta_rad
+    r2 = max(_R2_LOBES * math.pi / (Lm + 1), 1.5 * index.spacing) + beta_rad
     hits2 = index.tree.query_ball_point(index.xyz[best_m.numpy().ravel()], _chord(r2))
     cand2 = [sorted(set().union(*hits2[i * k2:(i + 1) * k2])) for i in range(n)]
     idx2, m2 = _padded(cand2, 0)
@@ -225,7 +227,7 @@ _STENCIL = torch.tensor([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1], [1, 1], [1, -
                          [-1, -1]], dtype=torch.float64)
 
 
-def refine_modes(shdd: SHDD, coeffs: torch.Tensor, start: torch.Tensor, *, steps: int = 7,
+def refine_modes(shdd: SHDD | int, coeffs: torch.Tensor, start: torch.Tensor, *, steps: int = 7,
                  h0_rad: float | None = None) -> torch.Tensor:
     """Newton ascent of ``f`` on the sphere from ``start`` ``(n, 2)``; returns ``(n, 2)``.
 
@@ -234,15 +236,16 @@ def refine_modes(shdd: SHDD, coeffs: torch.Tensor, start: torch.Tensor, *, steps
     Hessian is negative definite (a gradient step of length ``h`` otherwise), keeps it
     only if ``f`` increases, and shrinks ``h`` threefold. Float64 throughout.
     """
+    L = int(getattr(shdd, "L", shdd))
     c = coeffs.detach().to(torch.float64)
     p = latlon_to_xyz(start.to(c.device, torch.float64))
-    h = h0_rad if h0_rad is not None else 0.25 * math.pi / (shdd.L + 1)
+    h = h0_rad if h0_rad is not None else 0.25 * math.pi / (L + 1)
     stencil = _STENCIL.to(c.device)
 
     def f_at(xyz: torch.Tensor) -> torch.Tensor:
         ll = xyz_to_latlon(xyz)
         n, k = ll.shape[:2]
-        y = real_sph_harm(ll.reshape(-1, 2), shdd.L).reshape(n, k, -1)
+        y = real_sph_harm(ll.reshape(-1, 2), L).reshape(n, k, -1)
         return torch.einsum("nkd,nd->nk", y, c)
 
     for _ in range(steps):
