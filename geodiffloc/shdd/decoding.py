@@ -18,6 +18,10 @@ Search (``method="coarse_to_fine"``, the default):
 3. the full field, and eq. 14's neighbourhood sums, decide among the anchors near the
    best mid-pass anchors.
 
+A vector whose low-pass peak does not stand at least 8 standard deviations above the
+low-pass field's mean (heavy white noise: a peak grows like L^2, noise like L) has no
+reliable low-pass region and is searched densely instead.
+
 ``method="dense"`` evaluates the full field at every anchor (the reference; memory and
 time grow with anchors x (L+1)^2). Both end with :func:`refine_modes`, a Newton ascent
 of :math:`f` on the sphere (finite differences in a local tangent frame, float64),
@@ -53,6 +57,7 @@ _COARSE_K = 3
 _MID_L = 31
 _MID_K = 3
 _R1_SPACINGS = 1.5  # stage-1 search radius, in coarse-lattice spacings
+_CLEAR_Z = 8.0  # low-pass peak height in std-devs of the low-pass field below which -> dense
 _R2_LOBES = 0.5  # stage-3 search radius, in half-widths pi/(Lm+1) of the mid-pass lobe
 _Y_BUDGET = 300_000_000  # floats of cached anchor harmonics (1.2 GB in float32)
 
@@ -168,6 +173,13 @@ def _search_coarse_to_fine(shdd: SHDD, c: torch.Tensor, index: _AnchorIndex,
     Lc = min(L, _COARSE_L)
     lattice, yc = _coarse(Lc)
     f_c = cpu[:, : n_coeffs(Lc)] @ yc.T
+    # A vector whose low-pass peak does not stand clear of its own spread (white noise
+    # grows like L while a peak grows like L^2, so heavy noise can hide in the low-pass)
+    # is searched densely instead: correctness first, speed where it is safe.
+    z = (f_c.max(dim=1).values - f_c.mean(dim=1)) / f_c.std(dim=1).clamp_min(1e-12)
+    unclear = z < _CLEAR_Z
+    if bool(unclear.all()):
+        return _search_dense(shdd, c, index, beta_rad)
     kc = _COARSE_K
     top_c = torch.topk(f_c, k=kc, dim=1).indices
     lat_xyz = latlon_to_xyz(lattice).numpy()
@@ -189,7 +201,11 @@ def _search_coarse_to_fine(shdd: SHDD, c: torch.Tensor, index: _AnchorIndex,
     f_full = index.field(idx2, cpu, L)
     scores = _neighbour_scores(f_full, index.xyz, idx2, m2, beta_rad)
     best = torch.gather(idx2, 1, scores.argmax(dim=1, keepdim=True))[:, 0]
-    return index.latlon[best]
+    out = index.latlon[best]
+    if bool(unclear.any()):
+        rows = torch.nonzero(unclear).flatten()
+        out[rows] = _search_dense(shdd, c[rows], index, beta_rad)
+    return out
 
 
 def _search_dense(shdd: SHDD, c: torch.Tensor, index: _AnchorIndex,
