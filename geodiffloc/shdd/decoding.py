@@ -57,6 +57,7 @@ _COARSE_K = 3
 _MID_L = 31
 _MID_K = 3
 _R1_SPACINGS = 1.5  # stage-1 search radius, in coarse-lattice spacings
+_BLOCK_FLOATS = 60_000_000  # per block of vectors: ~240 MB of float32 candidate harmonics
 _CLEAR_Z = 8.0  # low-pass peak height in std-devs of the low-pass field below which -> dense
 _R2_LOBES = 0.5  # stage-3 search radius, in half-widths pi/(Lm+1) of the mid-pass lobe
 _Y_BUDGET = 300_000_000  # floats of cached anchor harmonics (1.2 GB in float32)
@@ -333,8 +334,13 @@ def decode(shdd: SHDD, coeffs: torch.Tensor, anchors: Any = None, *,
     anchor_t = default_anchors(shdd.L) if anchors is None else gallery_anchors(anchors)
     index = _index_for(anchor_t, shdd.L)
     search = _search_dense if method == "dense" else _search_coarse_to_fine
+    # Blocks of vectors bound the memory of the gathered candidate harmonics
+    # (vectors x candidates x (L+1)^2) at any L.
+    block = max(1, _BLOCK_FLOATS // (shdd.dim * 256))
+    out = []
     with torch.no_grad():
-        start = search(shdd, coeffs, index, beta_km / EARTH_RADIUS_KM)
-        if not refine:
-            return start
-        return refine_modes(shdd, coeffs, start.to(coeffs.device)).cpu()
+        for b0 in range(0, coeffs.shape[0], block):
+            c = coeffs[b0 : b0 + block]
+            start = search(shdd, c, index, beta_km / EARTH_RADIUS_KM)
+            out.append(refine_modes(shdd, c, start.to(c.device)).cpu() if refine else start)
+    return torch.cat(out)
