@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_path
+from ..data.gazetteer import DEFAULT_TEMPLATES
 
 __all__ = [
     "DEFAULT_MODEL_CONFIG",
@@ -52,14 +53,7 @@ __all__ = [
 #: words ("harbour", "temple", "market") that carry no location, so the model learns to
 #: rely on the place names and ignore what kind of scene is described.
 DEFAULT_MODEL_TEMPLATES: tuple[str, ...] = (
-    "a photo taken in {name}, {admin1}, {country}",
-    "street view near {name} in {country}",
-    "{name}, {country}",
-    "the town of {name}",
-    "a street in {name}, {admin2}",
-    "{admin1}, {country}",
-    "somewhere in {admin1}",
-    "a landscape photo from {country}",
+    *DEFAULT_TEMPLATES,
     "a harbour in {name}, {country}",
     "a temple in {name}",
     "a street market in {name}, {country}",
