@@ -139,7 +139,8 @@ class LocDiff(nn.Module):
     def training_loss(
         self, cond: torch.Tensor, latlon: torch.Tensor, *,
         anchor_sampler: AnchorSampler | None = None, targets: torch.Tensor | None = None,
-        p_uncond: float = 0.0, aux_weight: float = 0.0, generator: torch.Generator | None = None,
+        p_uncond: float = 0.0, aux_weight: float = 0.0, kl_scales: Sequence[int] | None = None,
+        kl_direction: str = "reverse", generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """SHDD-KL diffusion loss of one batch (see :func:`~.diffusion.diffusion_loss`).
 
@@ -149,6 +150,9 @@ class LocDiff(nn.Module):
             ``(n, cond_dim)`` condition embeddings.
         latlon
             ``(n, 2)`` true ``(lat, lon)`` degrees.
+        kl_scales, kl_direction
+            Multi-scale degrees and direction of the SHDD-KL (see
+            :func:`~.diffusion.anchor_kl`).
 
         Returns
         -------
@@ -169,14 +173,15 @@ class LocDiff(nn.Module):
         return diffusion_loss(
             self.net, self.shdd, cond, latlon.to(cond.device, torch.float32), self.diffusion,
             anchor_sampler=anchor_sampler, targets=targets, p_uncond=p_uncond,
-            aux_weight=aux_weight, generator=generator,
+            aux_weight=aux_weight, kl_scales=kl_scales, kl_direction=kl_direction,
+            generator=generator,
         )
 
     def fit(
         self, cond: torch.Tensor, latlon: torch.Tensor, *, steps: int = 1000,
         batch_size: int = 256, lr: float = 1e-3, anchor_sampler: AnchorSampler | None = None,
         p_uncond: float = 0.0, aux_weight: float = 0.0, seed: int = 0, progress: bool = True,
-        clip_grad_norm: float | None = 1.0,
+        clip_grad_norm: float | None = 1.0, **loss_options: Any,
     ) -> list[float]:
         """A minimal Adam training loop (cosine-decayed LR) over in-memory tensors.
 
@@ -201,6 +206,8 @@ class LocDiff(nn.Module):
             Gradient-norm clipping (``None`` = off). The KL's gradients spike when a
             sharp predicted peak sits far from the truth; clipping keeps such steps from
             throwing the sine layers into a bad regime.
+        **loss_options
+            Passed to :meth:`training_loss` (``kl_scales``, ``kl_direction``).
 
         Returns
         -------
@@ -228,7 +235,7 @@ class LocDiff(nn.Module):
             idx = idx.to(self.device)
             loss, logs = self.training_loss(
                 cond[idx], latlon[idx], targets=targets[idx], anchor_sampler=anchor_sampler,
-                p_uncond=p_uncond, aux_weight=aux_weight, generator=g,
+                p_uncond=p_uncond, aux_weight=aux_weight, generator=g, **loss_options,
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()
