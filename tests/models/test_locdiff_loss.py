@@ -104,3 +104,36 @@ def test_training_loss_forwards_the_options():
         assert torch.isfinite(loss) and logs["kl"] == pytest.approx(float(loss.detach()))
         losses[key] = float(loss.detach())
     assert len(set(losses.values())) == 3  # each option changes the loss
+
+
+def test_anchor_bank_gives_the_kl_of_its_points():
+    from geodiffloc.models.locdiff.diffusion import _check_kl_options, _kl_on_harmonics
+
+    shdd = SHDD(7)
+    sampler = AnchorSampler("uniform", n_anchors=40, bank=200, seed=3)
+    pts = sampler.bank_points()
+    assert pts.shape == (200, 2)
+    torch.testing.assert_close(sampler.bank_points(), pts)  # fixed by its seed
+    y = sampler.bank_harmonics(7, torch.float64, "cpu")
+    torch.testing.assert_close(y, real_sph_harm(pts, 7, dtype=torch.float64))
+    assert sampler.bank_harmonics(7, torch.float64, "cpu") is y  # computed once
+    pick = torch.randperm(200, generator=torch.Generator().manual_seed(0))[:40]
+    pred = torch.randn(3, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ours = _kl_on_harmonics(pred, shdd.encode(latlon=TRUTH), y[pick], None,
+                            _check_kl_options(7, (2,), "reverse"), "reverse")
+    ref = anchor_kl(shdd, pred, TRUTH, pts[pick], scales=(2,))
+    torch.testing.assert_close(ours, ref)
+    with pytest.raises(ValueError, match="bank"):
+        AnchorSampler("uniform", n_anchors=40, bank=10)
+
+
+def test_training_loss_with_a_bank_is_finite_and_reproducible():
+    model = LocDiff(L=5, cond_dim=3, widths=(16,))
+    cond, ll = torch.randn(3, 3), TRUTH.float()
+    for mode in ("uniform", "mixed"):
+        sampler = AnchorSampler(mode, n_anchors=32, n_local=8, bank=128)
+        a, _ = model.training_loss(cond, ll, anchor_sampler=sampler, kl_scales=(1, 3),
+                                   aux_weight=3.0, generator=torch.Generator().manual_seed(0))
+        b, _ = model.training_loss(cond, ll, anchor_sampler=sampler, kl_scales=(1, 3),
+                                   aux_weight=3.0, generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(a) and float(a.detach()) == float(b.detach())

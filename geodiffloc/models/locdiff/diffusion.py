@@ -178,6 +178,15 @@ class AnchorSampler:
     local_radius_km
         Cap radius; ``None`` means ``3 * shdd.width_km`` so the cap covers the target's
         peak with anchors ~3x finer than its width.
+    bank
+        ``None`` (default, the paper): fresh uniform global anchors every batch, whose
+        harmonics are evaluated every step. An integer: the global anchors are a random
+        subset of a fixed bank of that many uniform points whose harmonics are computed
+        once (:meth:`bank_harmonics`), which removes most of the non-network arithmetic
+        of a training step; with a bank several times ``n_anchors`` the subsets still
+        differ from batch to batch, which is what the paper's fresh draws are for.
+    seed
+        Seed of the bank's points.
 
     Raises
     ------
@@ -192,7 +201,8 @@ class AnchorSampler:
     """
 
     def __init__(self, mode: Literal["uniform", "mixed"] = "uniform", *, n_anchors: int = 2048,
-                 n_local: int = 256, local_radius_km: float | None = None) -> None:
+                 n_local: int = 256, local_radius_km: float | None = None,
+                 bank: int | None = None, seed: int = 0) -> None:
         if mode not in ("uniform", "mixed"):
             raise ValueError(f"mode must be 'uniform' or 'mixed'; got {mode!r}.")
         if int(n_anchors) < 1 or (mode == "mixed" and int(n_local) < 1):
@@ -201,12 +211,33 @@ class AnchorSampler:
             )
         if local_radius_km is not None and not local_radius_km > 0:
             raise ValueError(f"local_radius_km must be positive; got {local_radius_km}.")
+        if bank is not None and int(bank) < int(n_anchors):
+            raise ValueError(f"bank must be >= n_anchors = {n_anchors}; got {bank}.")
         self.mode, self.n_anchors, self.n_local = mode, int(n_anchors), int(n_local)
         self.local_radius_km = local_radius_km
+        self.bank, self.seed = (None if bank is None else int(bank)), int(seed)
+        self._bank_cache: dict[tuple[int, torch.dtype, str], torch.Tensor] = {}
 
     def __repr__(self) -> str:
         return (f"AnchorSampler({self.mode!r}, n_anchors={self.n_anchors}, n_local={self.n_local}"
-                f", local_radius_km={self.local_radius_km})")
+                f", local_radius_km={self.local_radius_km}, bank={self.bank})")
+
+    def bank_points(self) -> torch.Tensor:
+        """The ``(bank, 2)`` float64 points of the fixed bank (``bank`` must be set)."""
+        if self.bank is None:
+            raise ValueError("this sampler has no bank; create it with bank=<number of points>.")
+        g = torch.Generator().manual_seed(self.seed)
+        return uniform_random(self.bank, generator=g, dtype=torch.float64)
+
+    def bank_harmonics(self, L: int, dtype: torch.dtype, device: Any) -> torch.Tensor:
+        """``(bank, (L+1)**2)`` harmonics of the bank's points, computed once per L/dtype/device."""
+        from ...harmonics import real_sph_harm
+
+        key = (int(L), dtype, str(device))
+        if key not in self._bank_cache:
+            self._bank_cache[key] = real_sph_harm(self.bank_points().to(device), int(L),
+                                                  dtype=dtype)
+        return self._bank_cache[key]
 
     def draw(self, latlon: torch.Tensor, *, width_km: float,
              generator: torch.Generator | None = None,
@@ -261,7 +292,7 @@ def _check_kl_options(L: int, scales: Any, direction: str) -> tuple[int, ...]:
 
 def anchor_kl(shdd: Any, pred: torch.Tensor, latlon: torch.Tensor, global_anchors: torch.Tensor,
               local_anchors: torch.Tensor | None = None, *, scales: Any = None,
-              direction: str = "reverse") -> torch.Tensor:
+              direction: str = "reverse", target: torch.Tensor | None = None) -> torch.Tensor:
     r"""Per-sample SHDD-KL (eq. 13) on shared global anchors plus optional per-sample ones.
 
     With the defaults this is the paper's loss and equals
@@ -300,6 +331,8 @@ def anchor_kl(shdd: Any, pred: torch.Tensor, latlon: torch.Tensor, global_anchor
         is always included).
     direction
         ``"reverse"`` (paper) or ``"forward"``.
+    target
+        ``shdd.encode(latlon=latlon)`` if already at hand (saves its evaluation).
 
     Returns
     -------
@@ -315,13 +348,21 @@ def anchor_kl(shdd: Any, pred: torch.Tensor, latlon: torch.Tensor, global_anchor
 
     degrees = _check_kl_options(shdd.L, scales, direction)
     dt, dev = pred.dtype, pred.device
-    target = shdd.encode(latlon=latlon.detach().to(dev, torch.float64)).to(dt)
+    if target is None:
+        target = shdd.encode(latlon=latlon.detach().to(dev, torch.float64))
     y_g = real_sph_harm(global_anchors.to(dev), shdd.L, dtype=dt)  # (k, d)
     y_l = None
     if local_anchors is not None:
         n, kl, _ = local_anchors.shape
         y_l = real_sph_harm(local_anchors.to(dev).reshape(n * kl, 2), shdd.L, dtype=dt)
         y_l = y_l.reshape(n, kl, -1)
+    return _kl_on_harmonics(pred, target.to(dev, dt), y_g, y_l, degrees, direction)
+
+
+def _kl_on_harmonics(pred: torch.Tensor, target: torch.Tensor, y_g: torch.Tensor,
+                     y_l: torch.Tensor | None, degrees: tuple[int, ...],
+                     direction: str) -> torch.Tensor:
+    """The (multi-scale) discrete KL given the anchors' harmonics (see :func:`anchor_kl`)."""
     total = pred.new_zeros(pred.shape[0])
     for deg in degrees:
         m = (deg + 1) ** 2
@@ -405,10 +446,25 @@ def diffusion_loss(
     if p_uncond > 0:
         drop = (torch.rand(n, generator=generator) < p_uncond).to(dev)
     pred = net(xt, t, cond, drop_cond=drop)
+    pred = pred / config.scale
     glob, local = sampler.draw(latlon, width_km=float(shdd.width_km), generator=generator)
-    kl = anchor_kl(shdd, pred / config.scale, latlon, glob, local, scales=kl_scales,
-                   direction=kl_direction).mean()
-    mse = torch.mean((pred - x0) ** 2)
+    if sampler.bank is None:
+        kl = anchor_kl(shdd, pred, latlon, glob, local, scales=kl_scales,
+                       direction=kl_direction, target=x0 / config.scale).mean()
+    else:
+        from ...harmonics import real_sph_harm
+
+        bank = sampler.bank_harmonics(shdd.L, pred.dtype, dev)
+        pick = torch.randperm(bank.shape[0], generator=generator)[: sampler.n_anchors].to(dev)
+        y_l = None
+        if local is not None:
+            n_loc = local.shape[1]
+            y_l = real_sph_harm(local.to(dev).reshape(-1, 2), shdd.L, dtype=pred.dtype)
+            y_l = y_l.reshape(n, n_loc, -1)
+        kl = _kl_on_harmonics(pred, x0 / config.scale, bank[pick], y_l,
+                              _check_kl_options(shdd.L, kl_scales, kl_direction),
+                              kl_direction).mean()
+    mse = torch.mean((pred * config.scale - x0) ** 2)
     loss = kl + aux_weight * mse if aux_weight > 0 else kl
     return loss, {"kl": float(kl.detach()), "mse": float(mse.detach())}
 
