@@ -385,9 +385,16 @@ def run_header(load_before: tuple[float, float, float] | None = None) -> list[st
 
 
 def _table(df: pd.DataFrame) -> str:
+    """Markdown with readable precision: percentages to 0.1, km to 1 km, shares to 0.001."""
     from geodiffloc.metrics import format_markdown
 
-    return format_markdown(df.reset_index(drop=True), floatfmt=".3g").rstrip("\n")
+    out = df.reset_index(drop=True).copy()
+    for col in out.columns:
+        if not pd.api.types.is_float_dtype(out[col]):
+            continue
+        digits = 1 if col.endswith("_%") else 0 if col.endswith("_km") else 3
+        out[col] = out[col].round(digits)
+    return format_markdown(out, floatfmt="g").rstrip("\n")
 
 
 def format_report(result: dict[str, Any], *, title: str, model: str,
