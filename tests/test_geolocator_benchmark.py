@@ -240,3 +240,15 @@ def test_main_writes_report_and_table(tmp_path, capsys):
     assert len(table) == 12
     assert {"pred_iso3", "right_country", "error_km", "confidence"} <= set(table.columns)
     assert "## Overall" in capsys.readouterr().out
+
+
+def test_country_name_baseline_names_countries():
+    pytest.importorskip("sentence_transformers")
+    spec = importlib.util.spec_from_file_location(
+        "geolocator_baselines", ROOT / "benchmarks" / "geolocator_baselines.py")
+    base = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(base)
+    lat, lon, conf = base.country_names(["France", "Japan", "Brazil"])
+    # the representative point lies inside the named country's polygons
+    assert G.predicted_countries(lat, lon, coast_km=0.0).tolist() == ["FRA", "JPN", "BRA"]
+    assert np.all((conf > 0) & (conf <= 1))
