@@ -13,7 +13,8 @@ What is scored (overall and per kind):
 * country accuracy -- the Natural Earth 10m country (``iso_a3``) of the predicted point
   equals the row's country; a point in no country polygon gets the nearest one within
   ``--coast-km`` (25 km: harbours, small islands), beyond that it is at sea and wrong;
-* acc@25/200/750/2500 km and the median error (WGS84 geodesic, :mod:`geodiffloc.metrics`);
+* acc@25/200/750/2500 km and the median error (WGS84 geodesic, :mod:`geodiffloc.metrics`),
+  also per Natural Earth continent of the true country;
 * a reliability table of the model's ``confidence``: per confidence bin, the count, the
   mean confidence, the share with the right country and the share within 750 km, plus
   the expected calibration error against "right country".
@@ -172,6 +173,15 @@ def _summary(errors: np.ndarray, right: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def _continents() -> dict[str, str]:
+    """Natural Earth continent of each ``iso_a3`` (of its most populous polygon)."""
+    from geodiffloc.geo import countries
+
+    world = countries("10m").sort_values("pop_est", ascending=False)
+    world = world.drop_duplicates("iso_a3")
+    return dict(zip(world["iso_a3"], world["continent"]))
+
+
 def score(descriptions: pd.DataFrame, lat: Any, lon: Any, confidence: Any = None, *,
           coast_km: float = COAST_KM) -> dict[str, Any]:
     """Score predictions against the test set.
@@ -179,7 +189,8 @@ def score(descriptions: pd.DataFrame, lat: Any, lon: Any, confidence: Any = None
     Returns
     -------
     dict
-        ``overall`` (one-row DataFrame), ``per_kind`` (one row per kind),
+        ``overall`` (one-row DataFrame), ``per_kind`` and ``per_continent`` (one row
+        per kind / Natural Earth continent of the true country),
         ``reliability`` (DataFrame, or ``None`` without confidences), ``ece`` (float or
         ``None``) and ``rows`` (the set with predicted point, country, error, hit).
     """
@@ -196,10 +207,13 @@ def score(descriptions: pd.DataFrame, lat: Any, lon: Any, confidence: Any = None
     rows["error_km"] = errors_km(lat, lon, rows["lat"].to_numpy(), rows["lon"].to_numpy())
     overall = pd.DataFrame([_summary(rows["error_km"].to_numpy(),
                                      rows["right_country"].to_numpy())])
-    per_kind = pd.DataFrame([
-        {"kind": k, **_summary(g["error_km"].to_numpy(), g["right_country"].to_numpy())}
-        for k, g in rows.groupby("kind", sort=False)])
-    result: dict[str, Any] = {"overall": overall, "per_kind": per_kind, "rows": rows,
+    rows["continent"] = rows["country_iso3"].map(_continents()).fillna("")
+    per = {col: pd.DataFrame([
+        {col: k, **_summary(g["error_km"].to_numpy(), g["right_country"].to_numpy())}
+        for k, g in rows.groupby(col, sort=col == "continent")])
+        for col in ("kind", "continent")}
+    result: dict[str, Any] = {"overall": overall, "per_kind": per["kind"],
+                              "per_continent": per["continent"], "rows": rows,
                               "reliability": None, "ece": None}
     if confidence is not None:
         rows["confidence"] = _check_confidence(confidence, len(rows))
@@ -406,7 +420,9 @@ def format_report(result: dict[str, Any], *, title: str, model: str,
              f"{rows['country_iso3'].nunique()} countries",
              f"- wall time of the predictions: {result.get('seconds', float('nan')):.0f} s",
              "", "## Overall", "", _table(result["overall"]), "",
-             "## Per kind", "", _table(result["per_kind"]), ""]
+             "## Per kind", "", _table(result["per_kind"]), "",
+             "## Per continent (of the true country)", "", _table(result["per_continent"]),
+             ""]
     if result["reliability"] is not None:
         parts += ["## Reliability of `confidence`", "",
                   f"Expected calibration error against the right country: "

@@ -91,6 +91,10 @@ def test_score_known_answers(four):
     assert kinds.loc["landmark", "country_%"] == 50.0
     assert kinds.loc["scene_region", "country_%"] == 100.0
     assert kinds.loc["place_name", "country_%"] == 0.0
+    cont = res["per_continent"].set_index("continent")
+    assert cont.loc["Europe", "n"] == 3 and cont.loc["Europe", "country_%"] == pytest.approx(
+        100.0 / 3)
+    assert cont.loc["Africa", "n"] == 1 and cont.loc["Africa", "country_%"] == 100.0
     assert res["reliability"] is None and res["ece"] is None
 
 
@@ -234,7 +238,8 @@ def test_main_writes_report_and_table(tmp_path, capsys):
     assert rc == 0
     md = (tmp_path / "smoke.md").read_text(encoding="utf-8")
     for needle in ("- commit: `", "- date:", "- machine:", "- torch threads:",
-                   "- load average", "## Per kind", "## Reliability", "## Wrong country"):
+                   "- load average", "## Per kind", "## Per continent", "## Reliability",
+                   "## Wrong country"):
         assert needle in md
     table = pd.read_csv(tmp_path / "smoke.csv", keep_default_na=False)
     assert len(table) == 12
