@@ -291,6 +291,8 @@ def locdiff_predictor(model: Any = None, encoder: Any = None, *,
     """
     if via not in ("predict", "locate"):
         raise ValueError(f"via must be 'predict' or 'locate'; got {via!r}.")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
     extra = sorted(set(options) - set(SAMPLING_OPTIONS))
     if extra and via == "predict":
         raise ValueError(f"options {extra} only apply with via='locate'.")

@@ -225,6 +225,8 @@ def test_locdiff_predictor_options():
         G.locdiff_predictor(model, enc, via="field")
     with pytest.raises(ValueError, match="only apply with via='locate'"):
         G.locdiff_predictor(model, enc, resolution=1.0)
+    with pytest.raises(ValueError, match="batch_size"):
+        G.locdiff_predictor(model, enc, batch_size=0)
 
 
 def test_main_writes_report_and_table(tmp_path, capsys):
