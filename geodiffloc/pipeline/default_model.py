@@ -277,7 +277,7 @@ def train_default_model(
     """
     import torch
 
-    from .. import __version__
+    from .._version import __version__
     from ..data import text_task
     from ..train import GeoDataModule, train
 
