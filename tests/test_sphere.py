@@ -42,15 +42,6 @@ WGS84_A_KM = 6378.137
 WGS84_MERIDIAN_QUADRANT_KM = 10001.965729  # equator to pole along a WGS84 meridian
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Keeps timings sane on a shared 2-core machine (2 threads under load spin badly).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def vincenty_sphere_km(lat1, lon1, lat2, lon2):
     """Great-circle distance by the atan2 (Vincenty) form, numpy, independent reference."""
     p1, p2 = np.deg2rad(lat1), np.deg2rad(lat2)
