@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_path
+from .._optional import require
 from ..sphere import as_latlon, to_epsg4326
 from .core import (
     _LAT_NAMES,
@@ -302,6 +303,7 @@ def plot_errors(
     >>> len(fig.axes)
     2
     """
+    require("matplotlib", extra="plot", feature="plot_errors")
     from matplotlib.figure import Figure
 
     errs = _check_errors(errors_km)
