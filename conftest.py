@@ -21,3 +21,20 @@ def _doctest_namespace(doctest_namespace):
     import torch
 
     doctest_namespace.update(np=np, torch=torch, math=math)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Every test runs torch on one thread (the one place this is set).
+
+    The tests use tiny tensors, where thread start-up costs more than it saves, and CI
+    machines run other work: several threads spinning against each other on two busy
+    cores slow the suite down many times over. Session scope: it is in place before any
+    module-scoped fixture trains or encodes.
+    """
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

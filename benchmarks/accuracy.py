@@ -54,9 +54,6 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-# Run as a script, Python puts this folder first on sys.path, where benchmarks/geoclip.py
-# would shadow the installed ``geoclip`` package that holds GeoCLIP's official weights.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 THRESHOLDS = (1, 25, 200, 750, 2500)
 RESULTS = HERE / "results" / "accuracy.md"
@@ -104,15 +101,10 @@ def metrics(pred: Any, truth: np.ndarray) -> dict[str, Any]:
 
 
 def load_baselines() -> Any:
-    """``benchmarks/baselines.py`` as a module (this folder is not on sys.path, see above)."""
-    import importlib.util
+    """``benchmarks/baselines.py`` (run as a script, this folder is first on sys.path)."""
+    import baselines
 
-    spec = importlib.util.spec_from_file_location("benchmark_baselines", HERE / "baselines.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return baselines
 
 
 # -- models ----------------------------------------------------------------------------
@@ -384,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from geodiffloc.models.geoclip import Gallery, GeoCLIP
 
-    t0 = time.perf_counter()
+    t0, load_before = time.perf_counter(), os.getloadavg()
     mp16 = Gallery.mp16(GeoCLIP.from_official(backbone=None).official_path)
     galleries = {f"MP16 {len(mp16) // 1000}K": mp16,
                  f"Fibonacci {len(mp16) // 1000}K": Gallery.fibonacci(len(mp16))}
@@ -396,13 +388,10 @@ def main(argv: list[str] | None = None) -> int:
     text = report(by_split, tasks, clocks, b, args, time.perf_counter() - t0)
     print(text)
     if not args.no_write:
-        from geodiffloc._io import atomic_path
+        from _record import write_record  # commit, machine, threads, load: benchmarks/_record.py
 
-        out = args.out or (RESULTS_QUICK if args.quick else RESULTS)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out, overwrite=True) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-        log(f"wrote {out}")
+        write_record(args.out or (RESULTS_QUICK if args.quick else RESULTS), text,
+                     load_before=load_before)
     return 0
 
 

@@ -15,6 +15,7 @@ Rows (each against a baseline measured in the same run):
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -139,4 +140,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _record import record
+
+    with record("geo", "GIS export and zonal sums (geo.py)", quick="--quick" in sys.argv):
+        main()

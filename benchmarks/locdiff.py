@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 import warnings
 
@@ -191,4 +192,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _record import record
+
+    with record("locdiff", "LocDiff sampling speed and small accuracy table (locdiff.py)",
+                quick="--quick" in sys.argv):
+        main()

@@ -17,9 +17,7 @@ A default run takes about an hour on 2 idle CPU cores (the accuracy benchmark al
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -30,11 +28,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 #: The benchmark scripts, in the order they run (missing ones are reported and skipped).
-SCRIPTS = ("shdd.py", "geoclip.py", "locdiff.py", "geo.py", "accuracy.py")
+SCRIPTS = ("shdd.py", "geoclip_speed.py", "locdiff.py", "geo.py", "accuracy.py")
 RESULTS = HERE / "results" / "RESULTS.md"
-# as a script this folder is first on sys.path; keep benchmarks/geoclip.py from shadowing
-# the installed geoclip package in anything imported here
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 
 @dataclass
@@ -95,32 +90,13 @@ def run_script(path: Path, *, quick: bool, timeout: float, python: str = sys.exe
 
 def machine_header(quick: bool, load_before: tuple[float, ...],
                    load_after: tuple[float, ...]) -> str:
-    """The run's provenance: machine, date, torch threads, load average."""
-    try:
-        import torch
+    """The run's provenance (commit, date, machine, threads, load), as for every record."""
+    from _record import MARKER, command_line, provenance
 
-        threads = f"{torch.get_num_threads()} (torch {torch.__version__})"
-    except ImportError:  # pragma: no cover - torch is a core dependency
-        threads = "n/a"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        commit = ""
-    fmt = ", ".join
-    return "\n".join([
-        "# Benchmark results",
-        "",
-        f"- mode: {'--quick' if quick else 'default'}",
-        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {platform.node()}, {platform.platform()}, {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}",
-        f"- torch threads (default in a fresh process): {threads}; OMP_NUM_THREADS="
-        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}",
-        f"- load average (1/5/15 min) before: {fmt(f'{v:.2f}' for v in load_before)}; "
-        f"after: {fmt(f'{v:.2f}' for v in load_after)}",
-        f"- commit: {commit or 'unknown'} (plus any uncommitted changes)",
-    ])
+    rows = provenance(load_before, load_after, command_line())
+    return "\n".join([MARKER, "# Benchmark results", "",
+                      f"- mode: {'--quick' if quick else 'default'}",
+                      *(f"- {k}: {v}" for k, v in rows)])
 
 
 def as_markdown(stdout: str) -> str:
@@ -162,11 +138,9 @@ def render(outcomes: list[Outcome], header: str) -> str:
 
 def write_atomic(text: str, path: Path) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename."""
-    from geodiffloc._io import atomic_path
+    from _record import _write_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, overwrite=True) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    _write_atomic(text, path)
 
 
 def _interrupt(signum: int, frame: object) -> None:

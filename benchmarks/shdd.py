@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import time
 
 import numpy as np
@@ -223,4 +224,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _record import record
+
+    with record("shdd", "SHDD speed and resolution (shdd.py)", quick="--quick" in sys.argv):
+        main()

@@ -9,8 +9,19 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ._hooks import before_first_field
 from ._version import __version__
 from .show_versions import show_versions
+
+
+def _register_geoloc_accessor() -> None:
+    # The package root is the one place above every layer: it wires the GIS layer's
+    # ``da.geoloc`` accessor into the field builder of the bottom layer. Only the
+    # accessor module loads (geo's package is lazy), not the plotting or vector code.
+    importlib.import_module("geodiffloc.geo.accessor")
+
+
+before_first_field(_register_geoloc_accessor)
 
 _LAZY = {
     "SHDD": "geodiffloc.shdd",

@@ -20,14 +20,6 @@ from scipy.special import eval_legendre, sph_harm_y_all
 from geodiffloc.harmonics import degree_order, legendre_table, n_coeffs, real_sph_harm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def scipy_real_sph_harm(lat: np.ndarray, lon: np.ndarray, L: int) -> np.ndarray:
     """``(n, (L+1)^2)`` real orthonormal harmonics from scipy, index ``l*l + l + m``."""
     theta, phi = np.deg2rad(90.0 - lat), np.deg2rad(lon)

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import rasterio
 import shapely
-import torch
 from pipeline_helpers import FileBytesImageEncoder, HashWordEncoder, tiny_default_config
 
 from geodiffloc import LocDiff
@@ -35,16 +34,11 @@ FAST = {"n_samples": 4, "sampler": "dpm++", "steps": 4, "progress": False,
 @pytest.fixture(autouse=True)
 def _env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GEODIFFLOC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny place-description LocDiff trained by the default-model code (seconds)."""
-    torch.set_num_threads(1)
     path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
     enc = HashWordEncoder()
     model, _ = train_default_model(tiny_default_config(), encoder=enc, path=path,

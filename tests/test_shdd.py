@@ -25,14 +25,6 @@ R = 6371.0088
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 # -- independent helpers -----------------------------------------------------------------
 def unit(lat, lon):
     la, lo = np.deg2rad(lat), np.deg2rad(lon)

@@ -20,14 +20,6 @@ R = 6371.0088
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def gc_km(a, b):
     """Great-circle km between ``(n, 2)`` lat/lon arrays (numpy, atan2 form)."""
     a, b = np.deg2rad(np.asarray(a, np.float64)), np.deg2rad(np.asarray(b, np.float64))

@@ -42,15 +42,6 @@ WGS84_A_KM = 6378.137
 WGS84_MERIDIAN_QUADRANT_KM = 10001.965729  # equator to pole along a WGS84 meridian
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Keeps timings sane on a shared 2-core machine (2 threads under load spin badly).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def vincenty_sphere_km(lat1, lon1, lat2, lon2):
     """Great-circle distance by the atan2 (Vincenty) form, numpy, independent reference."""
     p1, p2 = np.deg2rad(lat1), np.deg2rad(lat2)
@@ -159,12 +150,19 @@ def test_as_latlon_bad_shapes():
         as_latlon(lat=[1.0], lon=[1.0], points=[shapely.Point(0, 0)])
 
 
-def test_as_latlon_projected_geodataframe_refused():
+def test_as_latlon_projected_geodataframe_reprojected():
+    # UTM 32N: the central meridian 9°E, 500 km false easting; reference from pyproj
+    from pyproj import Transformer
+
     gdf = gpd.GeoDataFrame(geometry=[shapely.Point(500_000, 5_500_000)], crs="EPSG:32632")
-    with pytest.raises(ValueError, match=r"projected CRS.*to_crs\('EPSG:4326'\)"):
-        as_latlon(points=gdf)
-    with pytest.raises(ValueError, match="projected CRS"):
-        as_latlon(points=gdf.geometry)
+    ref_lon, ref_lat = Transformer.from_crs(32632, 4326, always_xy=True).transform(
+        500_000, 5_500_000)
+    for source in (gdf, gdf.geometry):
+        lat, lon = as_latlon(points=source)
+        np.testing.assert_allclose([lat[0], lon[0]], [ref_lat, ref_lon], atol=1e-9)
+        assert lon[0] == pytest.approx(9.0, abs=1e-9)
+    with pytest.raises(ValueError, match=r"no CRS.*set_crs"):
+        as_latlon(points=gdf.set_crs(None, allow_override=True))
 
 
 def test_as_latlon_non_point_geometry_refused():
@@ -382,5 +380,8 @@ def test_gallery_errors(tmp_path):
     with pytest.raises(ValueError, match=r"lat\[1\] = 100.0"):
         gallery_anchors([[0.0, 0.0], [100.0, 0.0]])
     projected = gpd.GeoDataFrame(geometry=[shapely.Point(1e5, 1e6)], crs="EPSG:3857")
-    with pytest.raises(ValueError, match="projected CRS"):
-        gallery_anchors(projected)
+    unprojected = projected.to_crs(4326).geometry
+    torch.testing.assert_close(gallery_anchors(projected).double(), torch.tensor(
+        [[unprojected.y[0], unprojected.x[0]]], dtype=torch.float64))
+    with pytest.raises(ValueError, match="no CRS"):
+        gallery_anchors(projected.set_crs(None, allow_override=True))

@@ -8,7 +8,6 @@ never hits a stale entry.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .._fingerprint import fingerprint
 from .._io import atomic_path
 
 __all__ = ["cached_encode", "default_cache_dir", "embedding_cache_key"]
@@ -56,14 +56,7 @@ def embedding_cache_key(encoder_name: str, texts: Sequence[str]) -> str:
     >>> embedding_cache_key("a", ["x", "y"]) == embedding_cache_key("b", ["x", "y"])
     False
     """
-    h = hashlib.sha256()
-    h.update(encoder_name.encode("utf-8"))
-    for t in texts:
-        # length prefix so ["ab", "c"] and ["a", "bc"] hash differently
-        b = t.encode("utf-8")
-        h.update(len(b).to_bytes(8, "little"))
-        h.update(b)
-    return h.hexdigest()
+    return fingerprint(encoder_name, list(texts))
 
 
 def cached_encode(

@@ -18,7 +18,6 @@ chunk, so a resumed store is identical to an uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -33,6 +32,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .._fingerprint import fingerprint
 from .._io import atomic_path
 
 __all__ = ["FeatureStore"]
@@ -41,27 +41,11 @@ _FORMAT = "geodiffloc-feature-store"
 _VERSION = 1
 
 
-def _item_key(x: Any) -> bytes:
-    """Bytes identifying one input, for the resume fingerprint."""
-    if isinstance(x, str | os.PathLike):
-        return os.fspath(x).encode("utf-8")
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    if isinstance(x, np.ndarray):
-        return hashlib.sha256(np.ascontiguousarray(x).tobytes()).digest()
-    if hasattr(x, "tobytes"):  # PIL images
-        return hashlib.sha256(x.tobytes()).digest()
-    return repr(x).encode("utf-8")
-
-
 def _fingerprint(items: Sequence[Any], latlon: np.ndarray) -> str:
-    h = hashlib.sha256()
-    for x in items:
-        k = _item_key(x)
-        h.update(len(k).to_bytes(8, "little"))
-        h.update(k)
-    h.update(np.ascontiguousarray(latlon, dtype=np.float64).tobytes())
-    return h.hexdigest()
+    """The resume check's key: the inputs (paths as text, arrays/images by content)."""
+    # a path given as str or as Path is the same input
+    keys = [os.fspath(x) if isinstance(x, os.PathLike) else x for x in items]
+    return fingerprint(keys, np.asarray(latlon, dtype=np.float64))
 
 
 def _write_json(path: Path, data: dict[str, Any], overwrite: bool = True) -> None:

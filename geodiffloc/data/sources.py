@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..sphere.crs import to_epsg4326
 from .exif import GPSError, read_gps
 
 __all__ = ["IMAGE_EXTENSIONS", "GeotaggedDataset", "SkipReport"]
@@ -333,7 +334,8 @@ class GeotaggedDataset(torch.utils.data.Dataset):
         Raises
         ------
         ValueError
-            If the CRS is projected, ``path_col`` is missing, or ``check`` is unknown.
+            If the GeoDataFrame has no CRS (any CRS is reprojected to EPSG:4326),
+            ``path_col`` is missing, or ``check`` is unknown.
 
         Examples
         --------
@@ -346,14 +348,7 @@ class GeotaggedDataset(torch.utils.data.Dataset):
         check = _check_mode(check)
         if path_col not in gdf.columns:
             raise ValueError(f"column {path_col!r} not found; columns are {list(gdf.columns)}.")
-        if gdf.crs is not None:
-            if not gdf.crs.is_geographic:
-                raise ValueError(
-                    f"the GeoDataFrame is in a projected CRS ({gdf.crs.to_string()}); "
-                    "reproject first: gdf.to_crs('EPSG:4326')."
-                )
-            if gdf.crs.to_epsg() != 4326:
-                gdf = gdf.to_crs("EPSG:4326")
+        gdf = to_epsg4326(gdf, what="the GeoDataFrame")  # any CRS; none is refused
         root = Path(image_root) if image_root is not None else None
 
         def rows() -> Any:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .._optional import require
 from ..sphere import FIELD_KINDS
 from ._field import FieldParts, field_parts, masses
 
@@ -120,6 +121,7 @@ def plot_field(
     >>> [float(x) for x in ax.get_xlim()]
     [-180.0, 180.0]
     """
+    require("matplotlib", extra="plot", feature="plot_field")
     import matplotlib.pyplot as plt
 
     parts = field_parts(da)
@@ -205,7 +207,7 @@ def interactive_map(
     ValueError
         Not a field, bad ``index``/``opacity``, or no rows within Web Mercator latitudes.
     ModuleNotFoundError
-        folium is not installed (``pip install geodiffloc[demo]``).
+        folium or matplotlib is not installed (``pip install "geodiffloc[demo]"``).
 
     Examples
     --------
@@ -216,14 +218,8 @@ def interactive_map(
     >>> "imageOverlay" in m.get_root().render()
     True
     """
-    try:
-        import folium
-    except ModuleNotFoundError as err:
-        raise ModuleNotFoundError(
-            "interactive maps need folium: `pip install geodiffloc[demo]` (or `pip install "
-            "folium`)."
-        ) from err
-    import matplotlib
+    folium = require("folium", extra="demo", feature="interactive_map")
+    matplotlib = require("matplotlib", extra="plot", feature="interactive_map (its colours)")
 
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1]; got {opacity}.")

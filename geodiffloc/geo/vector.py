@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_path, check_writable
+from ..sphere.crs import to_epsg4326
 from ._antimeridian import to_lonlat_window
 
 __all__ = ["join_nearest", "join_within", "predictions_to_gdf", "write_vector"]
@@ -219,9 +220,7 @@ def _points_4326(points: Any) -> Any:
 
     if not isinstance(points, gpd.GeoDataFrame):
         raise ValueError(f"points must be a GeoDataFrame; got {type(points).__name__}.")
-    if points.crs is None:
-        raise ValueError("points have no CRS; set it (gdf.set_crs('EPSG:4326')).")
-    pts = points.to_crs("EPSG:4326") if points.crs.to_epsg() != 4326 else points
+    pts = to_epsg4326(points, what="the points")
     if not (pts.geometry.geom_type == "Point").all():
         raise ValueError("points must hold Point geometries (use centroids after projecting).")
     return pts
@@ -232,9 +231,7 @@ def _targets_4326(targets: Any) -> Any:
 
     if not isinstance(targets, gpd.GeoDataFrame):
         raise ValueError(f"targets must be a GeoDataFrame; got {type(targets).__name__}.")
-    if targets.crs is None:
-        raise ValueError("targets have no CRS; set it (gdf.set_crs(...)).")
-    t = targets.to_crs("EPSG:4326") if targets.crs.to_epsg() != 4326 else targets
+    t = to_epsg4326(targets, what="the targets")
     return t.set_geometry([to_lonlat_window(g) if g is not None and g.geom_type in (
         "Polygon", "MultiPolygon") else g for g in t.geometry], crs="EPSG:4326")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..sphere import LatLonGrid
+from ..sphere import LatLonGrid, to_epsg4326
 from ._antimeridian import to_lonlat_window
 from ._field import field_parts, masses
 
@@ -154,13 +154,7 @@ def _polygons_4326(polygons: Any) -> Any:
             f"polygons must be a GeoDataFrame or GeoSeries; got {type(polygons).__name__}. "
             "Read files with geopandas.read_file(path)."
         )
-    if polygons.crs is None:
-        raise ValueError(
-            "the polygons have no CRS; set the one they are in, e.g. "
-            "gdf.set_crs('EPSG:4326') for lon/lat degrees."
-        )
-    geoms = polygons.geometry
-    return geoms if geoms.crs.to_epsg() == 4326 else geoms.to_crs("EPSG:4326")
+    return to_epsg4326(polygons, what="the polygons").geometry
 
 
 def zonal_probability(

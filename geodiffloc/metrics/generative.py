@@ -12,15 +12,10 @@ from .core import as_point_arrays
 __all__ = ["density_coverage"]
 
 
-def _ball_tree(latlon_rad: np.ndarray) -> Any:
-    try:
-        from sklearn.neighbors import BallTree
-    except ImportError as err:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "density_coverage needs scikit-learn for haversine k-NN; "
-            "`pip install scikit-learn` (or geodiffloc[train])."
-        ) from err
-    return BallTree(latlon_rad, metric="haversine")
+def _unit_vectors(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """Points on the unit sphere: the chord between two is ``2 sin(angle / 2)``."""
+    la, lo = np.deg2rad(lat), np.deg2rad(lon)
+    return np.column_stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)])
 
 
 def density_coverage(real_latlon: Any, fake_latlon: Any, k: int = 5) -> dict[str, float]:
@@ -78,11 +73,19 @@ def density_coverage(real_latlon: Any, fake_latlon: Any, k: int = 5) -> dict[str
         )
     if n_fake == 0:
         raise ValueError("fake_latlon is empty: give at least one generated location.")
-    real = np.deg2rad(np.column_stack([rlat, rlon]))
-    fake = np.deg2rad(np.column_stack([flat, flon]))
+    from scipy.spatial import cKDTree
+
+    # Chord length grows monotonically with the great-circle angle, so neighbours and
+    # balls in 3-D Euclidean space are exactly those on the sphere.
+    real = _unit_vectors(rlat, rlon)
+    fake = _unit_vectors(flat, flon)
     # k + 1 because each real point is its own nearest neighbour (distance 0)
-    radii = _ball_tree(real).query(real, k=int(k) + 1)[0][:, -1]
-    counts = _ball_tree(fake).query_radius(real, r=radii, count_only=True)
+    chords = cKDTree(real).query(real, k=int(k) + 1)[0][:, -1]
+    # closed balls: a relative 1e-12 (nanometres on Earth) keeps exact ties inside,
+    # which rounding in the tree's squared distances would otherwise drop
+    counts = np.asarray(cKDTree(fake).query_ball_point(real, r=chords * (1.0 + 1e-12),
+                                                       return_length=True))
+    radii = 2.0 * np.arcsin(np.minimum(chords / 2.0, 1.0))  # radians
     return {
         "density": float(counts.sum() / (k * n_fake)),
         "coverage": float(np.mean(counts > 0)),

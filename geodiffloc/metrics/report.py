@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_path
-from ..sphere import as_latlon
+from .._optional import require
+from ..sphere import as_latlon, to_epsg4326
 from .core import (
     _LAT_NAMES,
     _LON_NAMES,
@@ -73,10 +74,8 @@ def _coordinates(table: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
 
     geom = getattr(table, "geometry", None) if hasattr(table, "crs") else None
     if geom is not None and geom.notna().all() and not geom.is_empty.any():
-        if table.crs is not None and not table.crs.is_geographic:
-            table = table.to_crs("EPSG:4326")  # a declared CRS is unambiguous: reproject
-        try:
-            return as_latlon(points=table)
+        try:  # any declared CRS is reprojected to EPSG:4326; none is refused
+            return as_latlon(points=to_epsg4326(table, what="the table"))
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
     lat_col = _find_column(table.columns, _LAT_NAMES)
@@ -304,6 +303,7 @@ def plot_errors(
     >>> len(fig.axes)
     2
     """
+    require("matplotlib", extra="plot", feature="plot_errors")
     from matplotlib.figure import Figure
 
     errs = _check_errors(errors_km)

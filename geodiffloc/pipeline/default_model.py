@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .._fingerprint import fingerprint
 from .._io import atomic_path
 from ..data.gazetteer import DEFAULT_TEMPLATES
 
@@ -96,8 +96,7 @@ log = logging.getLogger("geodiffloc.pipeline")
 
 
 def _config_hash(config: dict[str, Any], encoder_name: str) -> str:
-    blob = json.dumps({"config": config, "encoder": encoder_name}, sort_keys=True)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:10]
+    return fingerprint({"config": config, "encoder": encoder_name}, length=10)
 
 
 def _check_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -277,7 +276,7 @@ def train_default_model(
     """
     import torch
 
-    from .. import __version__
+    from .._version import __version__
     from ..data import text_task
     from ..train import GeoDataModule, train
 

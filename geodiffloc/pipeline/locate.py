@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .._io import atomic_path, check_writable
+from .._optional import require
 
 __all__ = ["EXAMPLE_QUERIES", "NO_COUNTRY", "OUTPUT_FILES", "LocateResult", "locate"]
 
@@ -340,6 +341,8 @@ def locate(
     if modality is not None:
         _labels_and_items(inputs, modality)
     paths = _targets(out_dir, overwrite)
+    if paths:  # map.png: fail now, not after the model ran
+        require("matplotlib", extra="plot", feature="locate's map.png (out_dir=...)")
     model, encoder = _resolve_model(model, encoder, progress, bool(retrain_default))
     modality = str(getattr(encoder, "modality", "text"))
     items, labels = _labels_and_items(inputs, modality)

@@ -30,13 +30,13 @@ which is not limited by the anchor spacing and reaches metres.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from .._fingerprint import fingerprint
 from ..harmonics import n_coeffs, real_sph_harm
 from ..sphere import (
     EARTH_RADIUS_KM,
@@ -125,7 +125,7 @@ _COARSE_CACHE: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def _index_for(anchors: torch.Tensor, L: int) -> _AnchorIndex:
-    key = (hashlib.blake2b(anchors.numpy().tobytes(), digest_size=16).hexdigest(), L)
+    key = (fingerprint(anchors, length=32), L)
     if key not in _INDEX_CACHE:
         if len(_INDEX_CACHE) >= 4:
             _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))

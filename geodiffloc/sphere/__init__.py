@@ -1,4 +1,4 @@
-"""The sphere layer: coordinate validation, distances, anchor sets and the lat/lon grid."""
+"""The sphere layer: coordinates, the CRS rule, distances, anchor sets and the lat/lon grid."""
 
 from .anchors import (
     cap_random,
@@ -8,6 +8,7 @@ from .anchors import (
     uniform_random,
 )
 from .coords import as_latlon, check_latlon_tensor, normalize_lon
+from .crs import to_epsg4326
 from .distance import (
     EARTH_RADIUS_KM,
     geodesic_km,
@@ -35,6 +36,7 @@ __all__ = [
     "pairwise_haversine_km",
     "regular_grid_anchors",
     "spherical_mean",
+    "to_epsg4326",
     "uniform_random",
     "xyz_to_latlon",
 ]

@@ -8,7 +8,9 @@ tensors of ``(lat, lon)`` degrees), so the rules live in one place:
   first offending index and value;
 * latitude is never clamped or wrapped;
 * longitudes in ``(180, 360]`` are normalised to ``(-180, 180]``;
-* a GeoDataFrame/GeoSeries in a projected CRS is refused with the reprojection to use.
+* a GeoDataFrame/GeoSeries in any CRS is reprojected to EPSG:4326 explicitly, and one
+  without a CRS is refused (:func:`~geodiffloc.sphere.to_epsg4326`, the one rule);
+  projected coordinates passed as plain numbers fail the degree range checks.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .crs import to_epsg4326
 
 __all__ = ["as_latlon", "check_latlon_tensor", "normalize_lon"]
 
@@ -88,15 +92,8 @@ def _check_values(lat: np.ndarray, lon: np.ndarray) -> None:
 def _points_to_latlon(points: Any) -> tuple[np.ndarray, np.ndarray]:
     import shapely
 
-    crs = getattr(points, "crs", None)
-    if crs is not None:
-        if not crs.is_geographic:
-            raise ValueError(
-                f"the points are in a projected CRS ({crs.to_string()}), not degrees; "
-                "reproject them first: gdf.to_crs('EPSG:4326')."
-            )
-        if crs.to_epsg() != 4326:
-            points = points.to_crs("EPSG:4326")
+    if hasattr(points, "crs"):  # GeoSeries/GeoDataFrame: the one CRS rule
+        points = to_epsg4326(points, what="the points")
     geoms = getattr(points, "geometry", points)
     if isinstance(geoms, shapely.Geometry):
         geoms = [geoms]
@@ -122,8 +119,8 @@ def as_latlon(
         Array-likes of degrees (numpy, torch, list, pandas), same length; a scalar is
         one point.
     points
-        Alternatively, shapely Points, a GeoSeries or a GeoDataFrame (any geographic
-        CRS; reprojected to EPSG:4326).
+        Alternatively, shapely Points (degrees), a GeoSeries or a GeoDataFrame (any
+        CRS, reprojected to EPSG:4326; one without a CRS is refused).
 
     Returns
     -------
@@ -134,7 +131,8 @@ def as_latlon(
     ------
     ValueError
         NaN/inf, ``|lat| > 90``, longitude outside ``[-180, 360]``, mismatched lengths,
-        non-point geometries, a projected CRS, or both/neither of lat/lon and points.
+        non-point geometries, a GeoSeries/GeoDataFrame without a CRS, or both/neither
+        of lat/lon and points.
 
     Examples
     --------

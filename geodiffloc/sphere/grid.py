@@ -10,7 +10,6 @@ of its east edge crosses the antimeridian; its longitudes then continue past 180
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -18,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .._hooks import run_before_first_field
 from .distance import EARTH_RADIUS_KM
 
 __all__ = ["FIELD_KINDS", "LatLonGrid"]
@@ -192,8 +192,9 @@ class LatLonGrid:
         import rioxarray  # noqa: F401  (registers .rio)
         import xarray as xr
 
-        # Every field carries the ``da.geoloc`` accessor without the user importing geo.
-        importlib.import_module("geodiffloc.geo.accessor")
+        # Every field carries the ``da.geoloc`` accessor without the user importing geo:
+        # the package root registered its import here (geo sits above this layer).
+        run_before_first_field()
 
         if kind not in FIELD_KINDS:
             raise ValueError(f"kind must be one of {sorted(FIELD_KINDS)}; got {kind!r}.")

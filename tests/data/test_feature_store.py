@@ -165,15 +165,10 @@ def test_dataloader_and_geotagged_dataset_with_real_image_encoder(tmp_path) -> N
         Image.new("RGB", (30, 20), (40 * i, 90, 200 - 40 * i)).save(tmp_path / f"{i}.png")
     ds = GeotaggedDataset([tmp_path / f"{i}.png" for i in range(3)],
                           [[0.0, 0.0], [10.0, 20.0], [-30.0, 40.0]])
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        enc = EfficientNetLiteEncoder(device="cpu", image_size=64)
-        st = FeatureStore.build(tmp_path / "s", ds, encoder=enc, views=2, chunk_size=2,
-                                progress=False)
-        direct = enc.encode(ds.paths)
-    finally:
-        torch.set_num_threads(n)
+    enc = EfficientNetLiteEncoder(device="cpu", image_size=64)
+    st = FeatureStore.build(tmp_path / "s", ds, encoder=enc, views=2, chunk_size=2,
+                            progress=False)
+    direct = enc.encode(ds.paths)
     assert st.encoder_name == "efficientnet:lite0/imagenet" and st.dim == 1280
     torch.testing.assert_close(st.embeddings(0), direct)
     loader = torch.utils.data.DataLoader(st, batch_size=2, shuffle=False)

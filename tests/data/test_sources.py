@@ -109,8 +109,12 @@ def test_geodataframe_source(tmp_path) -> None:
     out = ds.to_geodataframe()
     assert out.crs.to_epsg() == 4326
     np.testing.assert_allclose(out.geometry.x, [2.35, -70.6])
-    with pytest.raises(ValueError, match="projected"):
-        GeotaggedDataset.from_geodataframe(gdf.iloc[:2].to_crs("EPSG:3857"), "img")
+    # any declared CRS is reprojected (the one rule); a missing CRS is refused
+    merc = GeotaggedDataset.from_geodataframe(gdf.iloc[:2].to_crs("EPSG:3857"), "img",
+                                              image_root=tmp_path)
+    np.testing.assert_allclose(merc.latlon.numpy(), [[48.85, 2.35], [-33.4, -70.6]], atol=1e-9)
+    with pytest.raises(ValueError, match="no CRS"):
+        GeotaggedDataset.from_geodataframe(gdf.set_crs(None, allow_override=True), "img")
     with pytest.raises(ValueError, match="column"):
         GeotaggedDataset.from_geodataframe(gdf, "nope")
 

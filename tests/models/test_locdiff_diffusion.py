@@ -19,15 +19,6 @@ from geodiffloc.models.locdiff.diffusion import (
 from geodiffloc.sphere import haversine_km
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny tensors: thread start-up and contention cost more than they save
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_sinusoidal_embedding_closed_form():
     t = torch.tensor([0.0, 3.0])
     e = sinusoidal_embedding(t, 4, max_period=100.0)

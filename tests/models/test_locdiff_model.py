@@ -23,15 +23,6 @@ PLACES = torch.tensor([[48.85, 2.35], [40.71, -74.0], [-33.87, 151.2], [35.68, 1
 PARIS, LAS_VEGAS = (48.85, 2.35), (36.17, -115.14)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny models: thread start-up and contention cost more than they save
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _km(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     a, b = a.double(), b.double()
     return haversine_km(a[..., 0], a[..., 1], b[..., 0], b[..., 1])

@@ -29,7 +29,6 @@ def data():
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, data):
-    torch.set_num_threads(1)
     emb, ll = data
     out = tmp_path_factory.mktemp("geoclip")
     rec = Recorder(emb[:-N_VAL], ll[:-N_VAL])

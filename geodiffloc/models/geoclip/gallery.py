@@ -9,7 +9,6 @@ matrix product.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections import OrderedDict
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..._fingerprint import fingerprint, module_fingerprint
 from ...sphere import fibonacci_lattice, gallery_anchors
 from ...sphere.grid import LatLonGrid
 
@@ -60,7 +60,7 @@ class Gallery:
     def key(self) -> str:
         """SHA-256 (hex, 24 chars) of the float64 coordinates: equal points, equal key."""
         if not self._key:
-            self._key.append(hashlib.sha256(self.latlon.numpy().tobytes()).hexdigest()[:24])
+            self._key.append(fingerprint(self.latlon, length=24))
         return self._key[0]
 
     @classmethod
@@ -145,25 +145,10 @@ def resolve_gallery(spec: Any, *, official_path: str | os.PathLike | None = None
 def weights_fingerprint(module: nn.Module) -> str:
     """SHA-256 (hex, 24 chars) of a module's state (names, shapes, dtypes, values).
 
-    Hashing tens of MB costs ~0.1 s, so the digest is memoised per module and reused
-    while no tensor was modified in place (torch bumps a tensor's version counter on
-    every in-place write, which is how optimisers and ``load_state_dict`` update).
+    Memoised per module while no tensor changes (``geodiffloc._fingerprint``, the one
+    fingerprint of every cache).
     """
-    state = module.state_dict(keep_vars=True)
-    stamp = tuple((k, v.data_ptr(), v._version, tuple(v.shape), str(v.dtype))
-                  for k, v in state.items())
-    memo = getattr(module, "_geodiffloc_fingerprint", None)
-    if memo is not None and memo[0] == stamp:
-        return memo[1]
-    h = hashlib.sha256()
-    for k, v in state.items():
-        t = v.detach().to("cpu").contiguous()
-        h.update(f"{k}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    digest = h.hexdigest()[:24]
-    # kept on the module itself, so it can never be confused with another module's
-    object.__setattr__(module, "_geodiffloc_fingerprint", (stamp, digest))
-    return digest
+    return module_fingerprint(module, length=24)
 
 
 class GalleryEmbeddingCache:
