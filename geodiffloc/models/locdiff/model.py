@@ -9,7 +9,6 @@ the config (L, widths, schedule, scaling, encoder name/dim) as JSON metadata.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -18,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..._io import atomic_path
 from ...encoders.base import Encoder, check_encoder_matches
 from ...sphere import LatLonGrid, check_latlon_tensor
+from ..base import Geolocator, points_frame
 from .aggregate import AGGREGATIONS, agreement, centroid, mixture_mode
 from .csiren import CSUNet
 from .diffusion import SAMPLERS, AnchorSampler, DiffusionConfig, diffusion_loss, sample_latents
@@ -36,7 +35,7 @@ def _shdd(L: int, taper: Any) -> Any:
     return SHDD(L, taper=taper)
 
 
-class LocDiff(nn.Module):
+class LocDiff(nn.Module, Geolocator):
     """LocDiff: conditional latent diffusion in SHDD space (paper Sec. 4.5-4.6).
 
     Parameters
@@ -68,6 +67,9 @@ class LocDiff(nn.Module):
     >>> model.sample(torch.randn(2, 8), n_samples=3, sampler="dpm++", steps=5).shape
     torch.Size([2, 3, 16])
     """
+
+    checkpoint_format = FORMAT
+    model_name = "LocDiff"
 
     def __init__(
         self,
@@ -434,8 +436,6 @@ class LocDiff(nn.Module):
         ValueError
             Unknown aggregation, bad inputs or mismatched encoder.
         """
-        import geopandas as gpd
-
         if aggregate not in AGGREGATIONS:
             raise ValueError(f"aggregate must be one of {AGGREGATIONS}; got {aggregate!r}.")
         coeffs, samples = self.sample_locations(
@@ -447,11 +447,10 @@ class LocDiff(nn.Module):
         radius = confidence_km if confidence_km is not None else max(
             25.0, 2.0 * float(self.shdd.width_km))
         conf = agreement(samples, pred, radius).numpy()
-        lat, lon = pred[:, 0].numpy(), pred[:, 1].numpy()
-        data: dict[str, Any] = {"lat": lat, "lon": lon, "confidence": conf}
+        cols: dict[str, Any] = {"confidence": conf}
         if return_samples:
-            data["samples"] = list(samples.numpy())
-        return gpd.GeoDataFrame(data, geometry=gpd.points_from_xy(lon, lat), crs="EPSG:4326")
+            cols["samples"] = list(samples.numpy())
+        return points_frame(pred[:, 0].numpy(), pred[:, 1].numpy(), cols)
 
     def aggregate(self, coeffs: torch.Tensor, samples: torch.Tensor,
                   how: Literal["mixture_mode", "centroid"] = "mixture_mode") -> torch.Tensor:
@@ -518,32 +517,34 @@ class LocDiff(nn.Module):
                                  name="probability")
 
     # -- persistence ------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """Write config + weights to one safetensors file, atomically.
-
-        Raises
-        ------
-        FileExistsError
-            If ``path`` exists and ``overwrite`` is false.
-
-        Examples
-        --------
-        >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.safetensors"
-        >>> LocDiff(L=2, cond_dim=4, widths=(16,)).save(p)
-        >>> LocDiff.load(p).L
-        2
-        """
-        from safetensors.torch import save_file
-
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
-        meta = {"config": json.dumps(self.config())}
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+    def checkpoint_config(self) -> dict[str, Any]:
+        return self.config()
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
-             ) -> LocDiff:
+    def from_checkpoint_config(cls, cfg: dict[str, Any], **kwargs: Any) -> LocDiff:
+        try:
+            return cls(
+                L=cfg["L"], cond_dim=cfg["cond_dim"], widths=cfg["widths"],
+                time_dim=cfg["time_dim"], w0=cfg["w0"],
+                diffusion=DiffusionConfig(**cfg["diffusion"]), encoder=cfg["encoder"],
+                taper=cfg.get("taper"))
+        except KeyError as e:
+            raise ValueError(f"the LocDiff checkpoint config lacks {e}; it is damaged or was "
+                             "written by another program.") from e
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        # the network only: the SHDD basis is rebuilt from L
+        return dict(self.net.state_dict())
+
+    def load_checkpoint_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        from ..base import load_state_strict
+
+        load_state_strict(self.net, tensors, "LocDiff checkpoint")
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls, path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
+    ) -> LocDiff:
         """Load a checkpoint written by :meth:`save` (safetensors: no code execution).
 
         Raises
@@ -552,29 +553,16 @@ class LocDiff(nn.Module):
             If the file is not a LocDiff checkpoint.
         FileNotFoundError
             If ``path`` does not exist.
-        """
-        from safetensors import safe_open
 
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no checkpoint at {os.fspath(path)!r}.")
-        try:
-            with safe_open(os.fspath(path), framework="pt", device=str(map_location)) as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as err:  # safetensors raises its own error types
-            raise ValueError(f"{os.fspath(path)!r} is not a safetensors checkpoint: {err}") from err
-        cfg = json.loads(meta.get("config", "{}"))
-        if cfg.get("format") != FORMAT:
-            raise ValueError(
-                f"{os.fspath(path)!r} is not a LocDiff checkpoint (format {cfg.get('format')!r})."
-            )
-        model = cls(
-            L=cfg["L"], cond_dim=cfg["cond_dim"], widths=cfg["widths"], time_dim=cfg["time_dim"],
-            w0=cfg["w0"], diffusion=DiffusionConfig(**cfg["diffusion"]), encoder=cfg["encoder"],
-            taper=cfg.get("taper"),
-        )
-        model.net.load_state_dict(tensors)
-        return model.to(map_location).eval()
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.safetensors"
+        >>> _ = LocDiff(L=2, cond_dim=4, widths=(16,)).save(p)
+        >>> LocDiff.load(p).L
+        2
+        """
+        return super().load(path, device=map_location)
 
     def extra_repr(self) -> str:
         return (f"L={self.L}, cond_dim={self.cond_dim}, widths={self.net.widths}, "
