@@ -132,6 +132,52 @@ class GeoCLIP(GeoCLIPPredictor, GeoCLIPNetwork, Geolocator):
         return io.load_official(cls, path, backbone=backbone, device=device,
                                 cache_dir=cache_dir)
 
+    # -- training ---------------------------------------------------------------------
+    def fit(
+        self, embeddings: Any, latlon: Any, *, steps: int = 1000, batch_size: int = 512,
+        lr: float = 3e-5, weight_decay: float = 1e-6, gamma: float = 0.87, step_size: int = 1,
+        seed: int = 0, progress: bool = True, clip_grad_norm: float | None = None,
+    ) -> list[float]:
+        """Train in place on in-memory features: a convenience over :mod:`geodiffloc.train`.
+
+        Runs the same :class:`~geodiffloc.train.GeoCLIPModule` as ``geodiffloc train``
+        (the paper's Adam + StepLR per epoch, contrastive loss against the batch and the
+        GPS queue) with nothing written to disk; needs the ``[train]`` extra.
+
+        Parameters
+        ----------
+        embeddings, latlon
+            ``(n, backbone_dim)`` (or ``(n, views, backbone_dim)``) features and ``(n, 2)``
+            ``(lat, lon)`` degrees.
+        steps, batch_size
+            Optimiser steps and batch size (shuffled epochs).
+        lr, weight_decay, gamma, step_size
+            Adam and StepLR (``gamma`` every ``step_size`` epochs), as in the paper.
+        seed, progress, clip_grad_norm
+            Seeding, a progress bar on stderr, optional gradient clipping.
+
+        Returns
+        -------
+        list[float]
+            The loss of every step.
+
+        Examples
+        --------
+        >>> m = GeoCLIP(backbone_dim=8, embed_dim=4, n_freqs=4, hidden_dim=8, queue_size=16,
+        ...             seed=0, cache_dir=False)
+        >>> losses = m.fit(torch.randn(20, 8), torch.rand(20, 2) * 50, steps=4, batch_size=8,
+        ...                progress=False)
+        >>> len(losses)
+        4
+        """
+        from ...train.fit import fit as fit_in_memory
+
+        optim = {"lr": float(lr), "weight_decay": float(weight_decay), "gamma": float(gamma),
+                 "step_size": int(step_size)}
+        return fit_in_memory(self, embeddings, latlon, steps=steps, batch_size=batch_size,
+                             optim=optim, clip_grad_norm=clip_grad_norm, seed=seed,
+                             progress=progress)
+
     # -- checkpoints ------------------------------------------------------------------
     @property
     def config(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The high-level LocDiff model: SHDD space + CS-UNet + schedule + encoder record.
 
-``LocDiff`` trains with :meth:`LocDiff.training_loss` (or the small :meth:`LocDiff.fit`
-loop), samples SHDD vectors with :meth:`LocDiff.sample`, and answers GIS questions with
+``LocDiff`` trains with :meth:`LocDiff.training_loss` through the Lightning module of
+:mod:`geodiffloc.train` (:meth:`LocDiff.fit` is a convenience over it), samples SHDD
+vectors with :meth:`LocDiff.sample`, and answers GIS questions with
 :meth:`LocDiff.predict` (a GeoDataFrame) and :meth:`LocDiff.probability_map` (a
 georeferenced DataArray). Checkpoints are one safetensors file holding the weights and
 the config (L, widths, schedule, scaling, encoder name/dim) as JSON metadata.
@@ -141,7 +142,7 @@ class LocDiff(nn.Module, Geolocator):
     def training_loss(
         self, cond: torch.Tensor, latlon: torch.Tensor, *,
         anchor_sampler: AnchorSampler | None = None, targets: torch.Tensor | None = None,
-        p_uncond: float = 0.0, aux_weight: float = 0.0, generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, **loss_options: Any,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """SHDD-KL diffusion loss of one batch (see :func:`~.diffusion.diffusion_loss`).
 
@@ -151,6 +152,12 @@ class LocDiff(nn.Module, Geolocator):
             ``(n, cond_dim)`` condition embeddings.
         latlon
             ``(n, 2)`` true ``(lat, lon)`` degrees.
+        anchor_sampler, targets, generator
+            KL anchors, precomputed SHDD targets, seeding.
+        **loss_options
+            Any further keyword option of :func:`~.diffusion.diffusion_loss`
+            (``p_uncond``, ``aux_weight``, ...); the training config's ``loss`` section
+            passes its keys here.
 
         Returns
         -------
@@ -170,39 +177,48 @@ class LocDiff(nn.Module, Geolocator):
             )
         return diffusion_loss(
             self.net, self.shdd, cond, latlon.to(cond.device, torch.float32), self.diffusion,
-            anchor_sampler=anchor_sampler, targets=targets, p_uncond=p_uncond,
-            aux_weight=aux_weight, generator=generator,
+            anchor_sampler=anchor_sampler, targets=targets, generator=generator,
+            **loss_options,
         )
 
     def fit(
         self, cond: torch.Tensor, latlon: torch.Tensor, *, steps: int = 1000,
         batch_size: int = 256, lr: float = 1e-3, anchor_sampler: AnchorSampler | None = None,
         p_uncond: float = 0.0, aux_weight: float = 0.0, seed: int = 0, progress: bool = True,
-        clip_grad_norm: float | None = 1.0,
+        clip_grad_norm: float | None = 1.0, warmup_steps: int = 0,
+        loss: dict[str, Any] | None = None, optim: dict[str, Any] | None = None,
     ) -> list[float]:
-        """A minimal Adam training loop (cosine-decayed LR) over in-memory tensors.
+        """Train in place on in-memory tensors: a convenience over :mod:`geodiffloc.train`.
 
-        For real datasets use the Lightning module in :mod:`geodiffloc.train`; this is
-        for small experiments, tests and benchmarks.
+        Runs the same :class:`~geodiffloc.train.LocDiffModule` as ``geodiffloc train``
+        (AdamW, optional linear warm-up, cosine decay over ``steps``, the SHDD-KL loss)
+        with nothing written to disk; needs the ``[train]`` extra (Lightning).
 
         Parameters
         ----------
         cond, latlon
-            ``(n, cond_dim)`` embeddings and ``(n, 2)`` locations.
+            ``(n, cond_dim)`` (or ``(n, views, cond_dim)``) embeddings and ``(n, 2)``
+            locations.
         steps
             Optimiser steps.
         batch_size, lr
-            Mini-batch size and peak learning rate.
+            Mini-batch size (items drawn with replacement) and peak learning rate.
         anchor_sampler, p_uncond, aux_weight
             See :meth:`training_loss`.
         seed
             Seeds batches, timesteps, noise and anchors.
         progress
-            Show a tqdm bar.
+            Show a progress bar (stderr).
         clip_grad_norm
             Gradient-norm clipping (``None`` = off). The KL's gradients spike when a
             sharp predicted peak sits far from the truth; clipping keeps such steps from
             throwing the sine layers into a bad regime.
+        warmup_steps
+            Linear warm-up steps before the cosine decay.
+        loss, optim
+            Further keys of the training config's ``loss`` section (any option of
+            :meth:`training_loss`) and ``optim`` section (``weight_decay``, ``betas``,
+            ``schedule``, ``min_lr_ratio``).
 
         Returns
         -------
@@ -214,34 +230,13 @@ class LocDiff(nn.Module, Geolocator):
         ValueError
             Bad shapes or coordinates.
         """
-        from tqdm.auto import tqdm
+        from ...train.fit import fit as fit_in_memory
 
-        cond = self._check_cond(cond).to(self.device)
-        latlon = check_latlon_tensor(latlon).to(self.device, torch.float32)
-        targets = self.shdd.encode(latlon=latlon).to(self.device, torch.float32)
-        g = torch.Generator().manual_seed(int(seed))
-        opt = torch.optim.Adam(self.net.parameters(), lr=lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
-        losses = []
-        self.train()
-        bar = tqdm(range(int(steps)), disable=not progress, desc="LocDiff fit")
-        for _ in bar:
-            idx = torch.randint(0, cond.shape[0], (min(batch_size, cond.shape[0]),), generator=g)
-            idx = idx.to(self.device)
-            loss, logs = self.training_loss(
-                cond[idx], latlon[idx], targets=targets[idx], anchor_sampler=anchor_sampler,
-                p_uncond=p_uncond, aux_weight=aux_weight, generator=g,
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), float(clip_grad_norm))
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            bar.set_postfix(kl=f"{logs['kl']:.3f}")
-        self.eval()
-        return losses
+        opt = {"lr": float(lr), "warmup_steps": int(warmup_steps), **(optim or {})}
+        ls = {"p_uncond": float(p_uncond), "aux_weight": float(aux_weight), **(loss or {})}
+        return fit_in_memory(self, cond, latlon, steps=steps, batch_size=batch_size, optim=opt,
+                             loss=ls, anchor_sampler=anchor_sampler,
+                             clip_grad_norm=clip_grad_norm, seed=seed, progress=progress)
 
     # -- sampling ---------------------------------------------------------------------
     @torch.no_grad()
