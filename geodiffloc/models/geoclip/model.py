@@ -170,7 +170,7 @@ class GeoCLIP(GeoCLIPPredictor, GeoCLIPNetwork, Geolocator):
         >>> len(losses)
         4
         """
-        from ...train.fit import fit as fit_in_memory
+        from ...train.fitting import fit as fit_in_memory
 
         optim = {"lr": float(lr), "weight_decay": float(weight_decay), "gamma": float(gamma),
                  "step_size": int(step_size)}

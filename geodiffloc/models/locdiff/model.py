@@ -230,7 +230,7 @@ class LocDiff(nn.Module, Geolocator):
         ValueError
             Bad shapes or coordinates.
         """
-        from ...train.fit import fit as fit_in_memory
+        from ...train.fitting import fit as fit_in_memory
 
         opt = {"lr": float(lr), "warmup_steps": int(warmup_steps), **(optim or {})}
         ls = {"p_uncond": float(p_uncond), "aux_weight": float(aux_weight), **(loss or {})}
