@@ -165,14 +165,15 @@ def fit(
     else:
         module = GeoCLIPModule(model, encoder=dm.encoder, optim=optim, seed=seed)
     rec = StepLosses(int(steps), progress=progress, desc=f"{type(model).__name__} fit")
-    trainer = pl.Trainer(
-        max_steps=int(steps), max_epochs=-1, accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=[device.index or 0] if device.type == "cuda" else 1,
-        logger=False, enable_checkpointing=False, enable_model_summary=False,
-        enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=0,
-        gradient_clip_val=clip_grad_norm, callbacks=[rec, *(callbacks or [])])
     try:
         with _quiet_lightning(), torch.random.fork_rng(devices=[]):
+            trainer = pl.Trainer(
+                max_steps=int(steps), max_epochs=-1,
+                accelerator="gpu" if device.type == "cuda" else "cpu",
+                devices=[device.index or 0] if device.type == "cuda" else 1,
+                logger=False, enable_checkpointing=False, enable_model_summary=False,
+                enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=0,
+                gradient_clip_val=clip_grad_norm, callbacks=[rec, *(callbacks or [])])
             torch.manual_seed(int(seed))
             trainer.fit(module, datamodule=dm)
     finally:

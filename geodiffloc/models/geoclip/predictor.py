@@ -402,8 +402,11 @@ class GeoCLIPPredictor:
         for i, c in enumerate(sets):
             a = np.asarray(c.cpu() if isinstance(c, torch.Tensor) else c, dtype=np.float64)
             name = "candidates" if shared else f"candidates of query {i}"
-            lls.append(check_latlon_tensor(torch.from_numpy(a.reshape(0, 2) if a.size == 0
-                                                            else a), name=name))
+            try:
+                lls.append(check_latlon_tensor(torch.from_numpy(a.reshape(0, 2) if a.size == 0
+                                                                else a), name=name))
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
         sizes = [int(t.shape[0]) for t in lls]
         allll = torch.cat(lls).to(self.device, torch.float32)
         emb = self.location_encoder.embed(allll, progress=progress)  # type: ignore[operator]
