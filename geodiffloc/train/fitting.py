@@ -147,15 +147,15 @@ def fit(
     if not isinstance(model, LocDiff | GeoCLIP):
         raise ValueError(f"fit trains a LocDiff or a GeoCLIP; got {type(model).__name__}.")
     is_locdiff = isinstance(model, LocDiff)
-    record = model.encoder_record if is_locdiff else None
-    if not is_locdiff:
-        record = model.encoder_record or {"name": "precomputed", "dim": model.backbone_dim}
+    record = model.encoder_record or {"name": "precomputed"}
     dm = GeoDataModule.from_tensors(
-        embeddings, latlon, val_fraction=0.0, seed=int(seed), encoder=dict(record or {}),
+        # the name only: a width mismatch is reported by the module, naming the model
+        embeddings, latlon, val_fraction=0.0, seed=int(seed), encoder=str(record["name"]),
         batch_size=int(batch_size),
         # LocDiff's schedule counts steps: draw exactly what the steps need, one epoch
         samples_per_epoch=int(steps) * int(batch_size) if is_locdiff else None)
     device = next(model.parameters()).device
+    model.train()  # Lightning leaves the mode to us (a loaded model is in eval mode)
     module: pl.LightningModule
     if is_locdiff:
         null_grad = model.net.null_cond.requires_grad
