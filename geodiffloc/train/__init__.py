@@ -2,7 +2,10 @@
 
 - :func:`train` — config file (or dict) in, exported model + metrics out; the same as
   ``geodiffloc train locdiff|geoclip --config cfg.yaml``.
-- :func:`load_config` / :func:`default_config` — the config schema, defaults, validation.
+- :func:`fit` — train a model in place on in-memory tensors (behind ``LocDiff.fit`` and
+  ``GeoCLIP.fit``), through the same modules, nothing written to disk.
+- :func:`load_config` / :func:`default_config` — the config schema (pydantic models in
+  :mod:`.schema`), defaults, validation.
 - :class:`GeoDataModule` — loaders over a feature store or in-memory embeddings.
 - :class:`LocDiffModule`, :class:`GeoCLIPModule` — the LightningModules.
 """
@@ -10,21 +13,28 @@
 from .api import build_datamodule, build_module, train
 from .config import FAMILIES, SOURCES, default_config, load_config
 from .datamodule import EmbeddingDataset, GeoDataModule, split_indices
-from .modules import GeoCLIPModule, LocDiffModule, metric_name, training_gallery
+from .fitting import fit
+from .modules import GeoCLIPModule, LocDiffModule, metric_name, training_gallery, warmup_cosine
+from .schema import GeoCLIPConfig, LocDiffConfig, loss_options
 
 __all__ = [
     "FAMILIES",
     "SOURCES",
     "EmbeddingDataset",
+    "GeoCLIPConfig",
     "GeoCLIPModule",
     "GeoDataModule",
+    "LocDiffConfig",
     "LocDiffModule",
     "build_datamodule",
     "build_module",
     "default_config",
+    "fit",
     "load_config",
+    "loss_options",
     "metric_name",
     "split_indices",
     "train",
     "training_gallery",
+    "warmup_cosine",
 ]

@@ -1,9 +1,10 @@
-"""Training configuration: schema, defaults, validation with clear errors.
+"""Training configuration: read, merge over the defaults, validate with clear errors.
 
 A config is a nested dict (usually a YAML file, see ``configs/`` at the repository
-root). :func:`load_config` merges it over the defaults of its model family and checks
-every key, so a typo fails at once with the allowed names instead of being ignored
-after an hour of training. Sections:
+root). The schema is a set of pydantic models (:mod:`geodiffloc.train.schema`);
+:func:`load_config` validates a config against its family's model and reports every
+problem as a ``ValueError`` that names the key and the allowed values, so a typo fails
+at once instead of being ignored after an hour of training. Sections:
 
 ``family``
     ``"locdiff"`` or ``"geoclip"`` (required).
@@ -27,7 +28,9 @@ after an hour of training. Sections:
     ``lr`` 3e-5, ``weight_decay`` 1e-6, StepLR ``gamma`` 0.87 every ``step_size`` epochs.
 ``loss`` (LocDiff)
     SHDD-KL anchors (``anchors``, ``n_anchors``, ``n_local``, ``local_radius_km``),
-    ``p_uncond`` (classifier-free guidance training), ``aux_weight``.
+    ``p_uncond`` (classifier-free guidance training), ``aux_weight``, and any other
+    keyword option of :meth:`LocDiff.training_loss <geodiffloc.LocDiff.training_loss>`
+    (passed to it unchanged; the allowed names are read from its signature).
 ``validation``
     LocDiff: ``sampler``, ``steps``, ``n_samples``, ``aggregate``. GeoCLIP:
     ``gallery`` (``"train"``: the training locations, or any gallery spec) and
@@ -50,11 +53,14 @@ from __future__ import annotations
 
 import copy
 import difflib
-import inspect
-import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .schema import CONFIGS, FAMILIES, SOURCES
 
 __all__ = [
     "FAMILIES",
@@ -62,11 +68,6 @@ __all__ = [
     "default_config",
     "load_config",
 ]
-
-FAMILIES = ("locdiff", "geoclip")
-SOURCES = ("gazetteer", "feature_store", "arrays", "csv", "folder")
-PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed")
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 
 
 class _Required:
@@ -81,152 +82,9 @@ class _Required:
 
 REQUIRED: Any = _Required()
 
-#: Keys of a family's model constructor that the training code sets itself.
-_MODEL_EXCLUDED = {
-    "locdiff": {"encoder", "cond_dim"},
-    "geoclip": {"backbone", "backbone_dim", "cache_dir", "seed"},
-}
-
-_COMMON: dict[str, Any] = {
-    "family": REQUIRED,
-    "seed": 0,
-    "out_dir": None,  # default: runs/<family>
-    "resume": None,
-    "overwrite": False,
-    "data": {
-        "source": REQUIRED,
-        "path": None,
-        "val_path": None,
-        "val_fraction": 0.1,
-        "batch_size": 256,
-        "val_batch_size": None,
-        "num_workers": 0,
-        "pin_memory": False,
-        "encoder": None,
-        "encoder_path": None,
-        "store": None,
-        "views": 1,
-        "encode_batch_size": 64,
-        "image_root": None,
-        "path_col": None,
-        "lat_col": None,
-        "lon_col": None,
-        "check": "open",
-        "recursive": True,
-        "gazetteer": {
-            "n_train": 20000,
-            "n_test": 1000,
-            "split": "random",
-            "seed": None,  # default: the global seed
-            "min_population": 0,
-            "weighting": "sqrt",
-            "test_frac": 0.2,
-            "cache_dir": None,
-        },
-    },
-    "trainer": {
-        "max_epochs": 10,
-        "max_steps": -1,
-        "accelerator": "auto",
-        "devices": "auto",
-        "num_nodes": 1,
-        "strategy": "auto",
-        "precision": "32-true",
-        "deterministic": False,
-        "gradient_clip_val": None,
-        "accumulate_grad_batches": 1,
-        "log_every_n_steps": 50,
-        "val_check_interval": None,
-        "check_val_every_n_epoch": 1,
-        "limit_train_batches": None,
-        "limit_val_batches": None,
-        "num_sanity_val_steps": 2,
-        "enable_progress_bar": True,
-        "logger": "csv",
-    },
-    "checkpoint": {
-        "monitor": "val/median_km",
-        "mode": "min",
-        "save_top_k": 1,
-        "save_last": True,
-        "every_n_epochs": 1,
-        "every_n_train_steps": None,
-    },
-    "export": {
-        "path": "model.safetensors",
-        "weights": "best",
-        "evaluate": True,
-    },
-}
-
-_FAMILY: dict[str, dict[str, Any]] = {
-    "locdiff": {
-        "optim": {
-            "lr": 1e-3,
-            "weight_decay": 0.0,
-            "betas": [0.9, 0.999],
-            "schedule": "cosine",
-            "warmup_steps": 0,
-            "min_lr_ratio": 0.0,
-        },
-        "loss": {
-            "anchors": "uniform",
-            "n_anchors": 2048,
-            "n_local": 256,
-            "local_radius_km": None,
-            "p_uncond": 0.0,
-            "aux_weight": 0.0,
-        },
-        "validation": {
-            "sampler": "dpm++",
-            "steps": 10,
-            "n_samples": 1,
-            "aggregate": "auto",
-        },
-    },
-    "geoclip": {
-        "optim": {
-            "lr": 3e-5,
-            "weight_decay": 1e-6,
-            "gamma": 0.87,
-            "step_size": 1,
-        },
-        "validation": {
-            "gallery": "train",
-            "max_gallery": 100_000,
-        },
-    },
-}
-
-
-def _model_defaults(family: str) -> dict[str, Any]:
-    """The family's constructor defaults (so the model, not this file, owns them)."""
-    if family == "locdiff":
-        from ..models.locdiff import DiffusionConfig, LocDiff
-
-        params = inspect.signature(LocDiff.__init__).parameters
-        diff = DiffusionConfig().to_dict()
-    else:
-        from ..models.geoclip import GeoCLIP
-
-        params = inspect.signature(GeoCLIP.__init__).parameters
-        diff = None
-    out: dict[str, Any] = {}
-    for name, p in params.items():
-        if name == "self" or name in _MODEL_EXCLUDED[family]:
-            continue
-        d = p.default
-        out[name] = list(d) if isinstance(d, tuple) else d
-    if diff is not None:
-        out["diffusion"] = diff
-    if family == "geoclip":
-        out["gallery"] = None  # default: the training locations (written next to the model)
-    out["init"] = None
-    return out
-
 
 def default_config(family: str) -> dict[str, Any]:
-    """The full default config of a family (a fresh deep copy).
+    """The full default config of a family (a fresh dict).
 
     Parameters
     ----------
@@ -250,199 +108,75 @@ def default_config(family: str) -> dict[str, Any]:
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}; got {family!r}.")
-    cfg = copy.deepcopy(_COMMON)
-    cfg["family"] = family
-    cfg.update(copy.deepcopy(_FAMILY[family]))
-    cfg["model"] = _model_defaults(family)
+    cfg = CONFIGS[family].model_validate({"data": {"source": "gazetteer"}}).model_dump()
+    cfg["data"]["source"] = REQUIRED
     return cfg
 
 
-def _merge(defaults: dict[str, Any], given: Any, where: str) -> dict[str, Any]:
-    if given is None:
-        given = {}
-    if not isinstance(given, dict):
-        raise ValueError(f"{where} must be a mapping (key: value); got {type(given).__name__}.")
-    unknown = [k for k in given if k not in defaults]
-    if unknown:
-        hints = []
-        for k in unknown:
-            close = difflib.get_close_matches(str(k), [str(d) for d in defaults], n=1)
-            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ValueError(
-            f"unknown key(s) in {where}: {', '.join(hints)}. Allowed: "
-            f"{', '.join(sorted(map(str, defaults)))}."
-        )
-    out: dict[str, Any] = {}
-    for k, d in defaults.items():
-        sub = f"{where}.{k}" if where != "config" else k
-        if isinstance(d, dict):
-            out[k] = _merge(d, given.get(k), sub)
+def unknown_keys_message(where: str, keys: Sequence[str], allowed: Sequence[str]) -> str:
+    """``unknown key(s) in <where>: 'k' (did you mean 'x'?). Allowed: ...``."""
+    hints = []
+    for k in keys:
+        close = difflib.get_close_matches(str(k), [str(a) for a in allowed], n=1)
+        hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return (f"unknown key(s) in {where}: {', '.join(hints)}. Allowed: "
+            f"{', '.join(sorted(map(str, allowed)))}.")
+
+
+def _section_fields(cls: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    """Field names of the section at ``loc`` inside ``cls``."""
+    for name in loc:
+        ann = cls.model_fields[str(name)].annotation
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        cls = ann
+    return list(cls.model_fields)
+
+
+_RANGES = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
+           "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
+
+
+def _explain(err: ValidationError, cls: type[BaseModel]) -> str:
+    """pydantic's errors as sentences naming the key, the allowed values and the value."""
+    unknown: dict[tuple[Any, ...], list[str]] = {}
+    missing: list[str] = []
+    out: list[str] = []
+    for e in err.errors():
+        loc = tuple(x for x in e["loc"] if not isinstance(x, int))
+        key = ".".join(map(str, loc))
+        kind, got, ctx = e["type"], e.get("input"), e.get("ctx") or {}
+        if kind == "extra_forbidden":
+            unknown.setdefault(loc[:-1], []).append(str(loc[-1]))
+        elif kind == "missing":
+            missing.append(key)
+        elif kind == "literal_error":
+            out.append(f"{key} must be one of {ctx.get('expected')}; got {got!r}.")
+        elif kind in _RANGES:
+            op, name = _RANGES[kind]
+            out.append(f"{key} must be {op} {ctx.get(name)}; got {got!r}.")
+        elif kind.startswith("int_"):
+            out.append(f"{key} must be an integer; got {got!r}.")
+        elif kind.startswith("float_"):
+            out.append(f"{key} must be a number; got {got!r}.")
+        elif kind.startswith("bool_"):
+            out.append(f"{key} must be true or false; got {got!r}.")
+        elif kind in ("model_type", "dict_type", "model_attributes_type"):
+            out.append(f"{key or 'config'} must be a mapping (key: value); got "
+                       f"{type(got).__name__}.")
+        elif kind == "value_error":
+            out.append(str(ctx.get("error", e["msg"])))
         else:
-            out[k] = given.get(k, d)
-    return out
-
-
-def _missing(cfg: dict[str, Any], where: str = "") -> list[str]:
-    out = []
-    for k, v in cfg.items():
-        name = f"{where}.{k}" if where else k
-        if v is REQUIRED:
-            out.append(name)
-        elif isinstance(v, dict):
-            out.extend(_missing(v, name))
-    return out
-
-
-def _num(cfg: dict[str, Any], key: str, where: str, *, kind: type = float,
-         lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-         optional: bool = False) -> None:
-    """Coerce ``cfg[key]`` to ``kind`` (YAML reads ``3e-5`` as a string) and range-check it."""
-    v = cfg[key]
-    if v is None and optional:
-        return
-    name = f"{where}.{key}"
-    try:
-        if isinstance(v, bool):
-            raise TypeError
-        num = float(v)
-        if kind is int:
-            if not num.is_integer():
-                raise TypeError
-            num = int(num)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must be {'an integer' if kind is int else 'a number'}; got {v!r}."
-        ) from None
-    if not math.isfinite(num) or (lo is not None and (num <= lo if lo_open else num < lo)) or (
-            hi is not None and num > hi):
-        rng = f"{'>' if lo_open else '>='} {lo}" if lo is not None else ""
-        rng += (" and " if rng and hi is not None else "") + (f"<= {hi}" if hi is not None else "")
-        raise ValueError(f"{name} must be {rng}; got {v!r}.")
-    cfg[key] = num
-
-
-def _choice(cfg: dict[str, Any], key: str, where: str, allowed: tuple[Any, ...]) -> None:
-    if cfg[key] not in allowed:
-        raise ValueError(
-            f"{where}.{key} must be one of {', '.join(map(repr, allowed))}; got {cfg[key]!r}."
-        )
-
-
-def _bool(cfg: dict[str, Any], key: str, where: str) -> None:
-    if not isinstance(cfg[key], bool):
-        raise ValueError(f"{where}.{key} must be true or false; got {cfg[key]!r}.")
-
-
-def _check_data(d: dict[str, Any]) -> None:
-    _choice(d, "source", "data", SOURCES)
-    src = d["source"]
-    if src in ("feature_store", "arrays", "csv", "folder") and not d["path"]:
-        what = {"feature_store": "the feature store folder", "arrays": "the .npz file",
-                "csv": "the CSV file", "folder": "the photo folder"}[src]
-        raise ValueError(f"data.path is required for data.source={src!r}: {what}.")
-    if src in ("csv", "folder") and not d["encoder"]:
-        raise ValueError(
-            f"data.encoder is required for data.source={src!r}: the encoder that embeds the "
-            "images, e.g. 'efficientnet:lite0/imagenet' or 'open_clip:ViT-L-14/openai:image'."
-        )
-    if d["val_path"] and src not in ("feature_store",):
-        raise ValueError("data.val_path (a separate validation feature store) needs "
-                         "data.source='feature_store'.")
-    _num(d, "val_fraction", "data", lo=0.0, hi=0.99)
-    _num(d, "batch_size", "data", kind=int, lo=1)
-    _num(d, "val_batch_size", "data", kind=int, lo=1, optional=True)
-    _num(d, "num_workers", "data", kind=int, lo=0)
-    _num(d, "views", "data", kind=int, lo=1)
-    _num(d, "encode_batch_size", "data", kind=int, lo=1)
-    _bool(d, "pin_memory", "data")
-    _bool(d, "recursive", "data")
-    g = d["gazetteer"]
-    _num(g, "n_train", "data.gazetteer", kind=int, lo=1)
-    _num(g, "n_test", "data.gazetteer", kind=int, lo=1)
-    _num(g, "min_population", "data.gazetteer", kind=int, lo=0)
-    _num(g, "test_frac", "data.gazetteer", lo=0.0, hi=0.99, lo_open=True)
-    _num(g, "seed", "data.gazetteer", kind=int, optional=True)
-    _choice(g, "split", "data.gazetteer", ("random", "region"))
-    _choice(g, "weighting", "data.gazetteer", ("sqrt", "population", "uniform"))
-
-
-def _check_trainer(t: dict[str, Any]) -> None:
-    _num(t, "max_epochs", "trainer", kind=int, lo=-1, optional=True)
-    _num(t, "max_steps", "trainer", kind=int, lo=-1)
-    if t["max_epochs"] in (None, -1) and t["max_steps"] == -1:
-        raise ValueError("set trainer.max_epochs or trainer.max_steps; otherwise training "
-                         "never stops.")
-    _choice(t, "accelerator", "trainer", ACCELERATORS)
-    t["precision"] = str(t["precision"])
-    if t["precision"] not in PRECISIONS:
-        raise ValueError(
-            f"trainer.precision must be one of {', '.join(PRECISIONS)}; got {t['precision']!r} "
-            "(half-precision '-true' modes would cast the (lat, lon) targets to 16 bits, "
-            "~0.1 degree steps; use a '-mixed' mode instead)."
-        )
-    if t["deterministic"] not in (True, False, "warn"):
-        raise ValueError(f"trainer.deterministic must be true, false or 'warn'; got "
-                         f"{t['deterministic']!r}.")
-    _num(t, "num_nodes", "trainer", kind=int, lo=1)
-    _num(t, "gradient_clip_val", "trainer", lo=0.0, optional=True)
-    _num(t, "accumulate_grad_batches", "trainer", kind=int, lo=1)
-    _num(t, "log_every_n_steps", "trainer", kind=int, lo=1)
-    _num(t, "check_val_every_n_epoch", "trainer", kind=int, lo=1, optional=True)
-    _num(t, "num_sanity_val_steps", "trainer", kind=int, lo=-1)
-    _bool(t, "enable_progress_bar", "trainer")
-    if not isinstance(t["strategy"], str):
-        raise ValueError(f"trainer.strategy must be a name such as 'auto', 'ddp', "
-                         f"'ddp_spawn'; got {t['strategy']!r}.")
-    if t["logger"] in (None, False):
-        t["logger"] = "none"
-    _choice(t, "logger", "trainer", ("csv", "tensorboard", "none"))
-
-
-def _check_family(cfg: dict[str, Any]) -> None:
-    fam = cfg["family"]
-    o = cfg["optim"]
-    _num(o, "lr", "optim", lo=0.0, lo_open=True)
-    _num(o, "weight_decay", "optim", lo=0.0)
-    v = cfg["validation"]
-    if fam == "locdiff":
-        from ..models.locdiff.diffusion import SAMPLERS
-
-        _choice(o, "schedule", "optim", ("cosine", "constant"))
-        _num(o, "warmup_steps", "optim", kind=int, lo=0)
-        _num(o, "min_lr_ratio", "optim", lo=0.0, hi=1.0)
-        if not (isinstance(o["betas"], list | tuple) and len(o["betas"]) == 2):
-            raise ValueError(f"optim.betas must be two numbers; got {o['betas']!r}.")
-        o["betas"] = [float(b) for b in o["betas"]]
-        ls = cfg["loss"]
-        _choice(ls, "anchors", "loss", ("uniform", "mixed"))
-        _num(ls, "n_anchors", "loss", kind=int, lo=1)
-        _num(ls, "n_local", "loss", kind=int, lo=1)
-        _num(ls, "local_radius_km", "loss", lo=0.0, lo_open=True, optional=True)
-        _num(ls, "p_uncond", "loss", lo=0.0, hi=1.0)
-        _num(ls, "aux_weight", "loss", lo=0.0)
-        _choice(v, "sampler", "validation", SAMPLERS)
-        _num(v, "steps", "validation", kind=int, lo=1, optional=True)
-        _num(v, "n_samples", "validation", kind=int, lo=1)
-        _choice(v, "aggregate", "validation", ("auto", "mixture_mode", "centroid"))
-        m = cfg["model"]
-        _num(m, "L", "model", kind=int, lo=1)
-        for k in ("beta_start", "beta_end", "scale"):
-            _num(m["diffusion"], k, "model.diffusion", lo=0.0, lo_open=True)
-        _num(m["diffusion"], "num_train_timesteps", "model.diffusion", kind=int, lo=2)
-        steps, T = v["steps"], m["diffusion"]["num_train_timesteps"]
-        if steps is not None and steps > T:
-            raise ValueError(f"validation.steps ({steps}) cannot exceed "
-                             f"model.diffusion.num_train_timesteps ({T}).")
-    else:
-        _num(o, "gamma", "optim", lo=0.0, hi=1.0, lo_open=True)
-        _num(o, "step_size", "optim", kind=int, lo=1)
-        _num(v, "max_gallery", "validation", kind=int, lo=1)
-        m = cfg["model"]
-        for k in ("embed_dim", "n_freqs", "hidden_dim", "queue_size"):
-            _num(m, k, "model", kind=int, lo=0 if k == "queue_size" else 1)
-        for k in ("batch_noise_m", "queue_noise_m"):
-            _num(m, k, "model", lo=0.0)
-        _num(m, "temperature", "model", lo=0.0, lo_open=True)
+            out.append(f"{key}: {e['msg']}; got {got!r}.")
+    for where, keys in unknown.items():
+        name = ".".join(map(str, where)) or "config"
+        allowed = _section_fields(cls, where)
+        if not where:
+            allowed = ["family", *(a for a in allowed if a != "family")]
+        out.insert(0, unknown_keys_message(name, keys, allowed))
+    if missing:
+        out.insert(0, f"missing required key(s): {', '.join(missing)}.")
+    return " ".join(out)
 
 
 def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -452,6 +186,20 @@ def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         else:
             base[k] = v
     return base
+
+
+def _read(config: dict[str, Any] | str | os.PathLike) -> tuple[Any, str]:
+    if not isinstance(config, str | os.PathLike):
+        return copy.deepcopy(config), "config"
+    path = Path(config)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist.")
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text()), str(path)
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML: {e}") from e
 
 
 def load_config(
@@ -477,7 +225,8 @@ def load_config(
     ------
     ValueError
         Unknown keys (with the allowed ones and a close match), missing required keys,
-        values of the wrong type or out of range, an unreadable file.
+        values of the wrong type or out of range (with the allowed values), an
+        unreadable file.
     FileNotFoundError
         The file does not exist.
 
@@ -492,19 +241,7 @@ def load_config(
     ...
     ValueError: unknown key(s) in optim: 'lrr' (did you mean 'lr'?). Allowed: ...
     """
-    if isinstance(config, str | os.PathLike):
-        path = Path(config)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist.")
-        import yaml
-
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path} is not valid YAML: {e}") from e
-        where = str(path)
-    else:
-        raw, where = copy.deepcopy(config), "config"
+    raw, where = _read(config)
     if not isinstance(raw, dict):
         raise ValueError(f"{where} must hold a mapping of sections (family, data, model, ...).")
     if overrides:
@@ -514,26 +251,10 @@ def load_config(
         raise ValueError(f"{where} has no 'family'; set family: locdiff or family: geoclip.")
     if fam not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}; got {fam!r}.")
-    cfg = _merge(default_config(fam), raw, "config")
-    missing = _missing(cfg)
-    if missing:
-        raise ValueError(f"missing required key(s): {', '.join(missing)}.")
-    _num(cfg, "seed", "config", kind=int, lo=0)
-    _bool(cfg, "overwrite", "config")
-    if cfg["out_dir"] is None:
-        cfg["out_dir"] = os.path.join("runs", fam)
-    _check_data(cfg["data"])
-    _check_trainer(cfg["trainer"])
-    _check_family(cfg)
-    c = cfg["checkpoint"]
-    _choice(c, "mode", "checkpoint", ("min", "max"))
-    _num(c, "save_top_k", "checkpoint", kind=int, lo=-1)
-    _num(c, "every_n_epochs", "checkpoint", kind=int, lo=0, optional=True)
-    _num(c, "every_n_train_steps", "checkpoint", kind=int, lo=1, optional=True)
-    _bool(c, "save_last", "checkpoint")
-    e = cfg["export"]
-    _choice(e, "weights", "export", ("best", "last"))
-    _bool(e, "evaluate", "export")
-    if not e["path"]:
-        raise ValueError("export.path must name the exported model file, e.g. model.safetensors.")
-    return cfg
+    cls = CONFIGS[fam]
+    try:
+        cfg = cls.model_validate(raw)
+    except ValidationError as e:
+        msg = _explain(e, cls)
+        raise ValueError(msg if where == "config" else f"{where}: {msg}") from None
+    return cfg.model_dump()

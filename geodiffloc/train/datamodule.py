@@ -128,6 +128,19 @@ class EmbeddingDataset(Dataset):
         v = int(torch.randint(self.views, ())) if self.view == "random" else int(self.view)
         return self.embeddings[i, v], self.latlon[i]
 
+    def __getitems__(self, indices: Sequence[int]) -> _Batch:
+        """A whole batch by one gather (the DataLoader calls this instead of per item)."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        if self.view == "random":
+            v = torch.randint(self.views, (len(idx),))
+        else:
+            v = torch.full((len(idx),), int(self.view), dtype=torch.long)
+        return _Batch((self.embeddings[idx, v], self.latlon[idx]))
+
+
+class _Batch(tuple):
+    """A batch already stacked by a dataset's ``__getitems__`` (collate leaves it as is)."""
+
 
 class _Indexed(Dataset):
     """Adds the item's index to each validation item, so that items a distributed
@@ -143,6 +156,13 @@ class _Indexed(Dataset):
         x, ll = self.dataset[i]
         return x, ll, i
 
+    def __getitems__(self, indices: Sequence[int]) -> Any:
+        got = (self.dataset.__getitems__(indices) if hasattr(self.dataset, "__getitems__")
+               else [self.dataset[i] for i in indices])
+        if not isinstance(got, _Batch):  # per-item results (e.g. a feature store)
+            return [(x, ll, i) for (x, ll), i in zip(got, indices, strict=True)]
+        return _Batch((*got, torch.as_tensor(indices, dtype=torch.long)))
+
 
 class _Subset(Dataset):
     """``dataset`` restricted to ``indices`` (keeps the store's memory maps shared)."""
@@ -155,6 +175,12 @@ class _Subset(Dataset):
 
     def __getitem__(self, i: int) -> Any:
         return self.dataset[int(self.indices[i])]
+
+    def __getitems__(self, indices: Sequence[int]) -> Any:
+        inner = [int(self.indices[i]) for i in indices]
+        if hasattr(self.dataset, "__getitems__"):
+            return self.dataset.__getitems__(inner)
+        return [self.dataset[i] for i in inner]
 
 
 class GeoDataModule(pl.LightningDataModule):
@@ -180,6 +206,9 @@ class GeoDataModule(pl.LightningDataModule):
         machines have few cores).
     pin_memory
         Pin host memory (helps GPU training).
+    samples_per_epoch, seed
+        Optional: an epoch of ``samples_per_epoch`` items drawn with replacement from a
+        seeded generator instead of one shuffled pass (used by in-memory ``fit``).
 
     Raises
     ------
@@ -199,6 +228,8 @@ class GeoDataModule(pl.LightningDataModule):
         val_batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        samples_per_epoch: int | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if int(batch_size) < 1 or (val_batch_size is not None and int(val_batch_size) < 1):
@@ -212,6 +243,10 @@ class GeoDataModule(pl.LightningDataModule):
         self.val_batch_size = int(val_batch_size or batch_size)
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
+        if samples_per_epoch is not None and int(samples_per_epoch) < 1:
+            raise ValueError(f"samples_per_epoch must be >= 1; got {samples_per_epoch}.")
+        self.samples_per_epoch = None if samples_per_epoch is None else int(samples_per_epoch)
+        self.seed = int(seed)
 
     @property
     def dim(self) -> int:
@@ -363,8 +398,21 @@ class GeoDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches (Lightning adds a DistributedSampler under DDP)."""
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        """Shuffled training batches (Lightning adds a DistributedSampler under DDP).
+
+        With ``samples_per_epoch``, an epoch is that many items drawn with replacement
+        (seeded), so a short run on a small data set is one epoch of any length.
+        """
+        if self.samples_per_epoch is None:
+            return self._loader(self.train_set, self.batch_size, shuffle=True)
+        from torch.utils.data import RandomSampler
+
+        sampler = RandomSampler(self.train_set, replacement=True,  # type: ignore[arg-type]
+                                num_samples=self.samples_per_epoch,
+                                generator=torch.Generator().manual_seed(self.seed))
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0, collate_fn=_collate)
 
     def val_dataloader(self) -> DataLoader | list[Any]:
         """Validation batches ``(x, latlon, index)`` in a fixed order (``[]`` without a val set)."""
@@ -379,7 +427,10 @@ class GeoDataModule(pl.LightningDataModule):
                 f"batch_size={self.batch_size})")
 
 
-def _collate(items: Sequence[tuple[Any, ...]]) -> tuple[torch.Tensor, ...]:
+def _collate(items: Any) -> tuple[torch.Tensor, ...]:
+    if isinstance(items, _Batch):
+        x, ll, *rest = items
+        return (x.to(torch.float32), ll.to(torch.float64), *rest)
     x = torch.stack([i[0] for i in items]).to(torch.float32)
     ll = torch.stack([i[1] for i in items]).to(torch.float64)
     if len(items[0]) == 3:

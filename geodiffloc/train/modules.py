@@ -31,7 +31,6 @@ Optimisation:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning.pytorch as pl
@@ -52,21 +51,48 @@ def metric_name(summary_key: str) -> str:
     return "val/" + summary_key.removesuffix("_%")
 
 
-class _WarmupCosine:
-    """LR factor: linear warm-up to 1, then cosine down to ``min_ratio`` at ``total``."""
+def warmup_cosine(opt: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
+                  min_lr_ratio: float = 0.0, cosine: bool = True,
+                  ) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Linear warm-up to the peak rate, then cosine down to ``min_lr_ratio`` of it.
 
-    def __init__(self, total: int, warmup: int, min_ratio: float, cosine: bool) -> None:
-        self.total, self.warmup = max(1, int(total)), int(warmup)
-        self.min_ratio, self.cosine = float(min_ratio), bool(cosine)
+    Stock torch schedulers: ``LinearLR`` from ``1 / warmup_steps`` for the warm-up
+    (step ``s`` runs at ``(s + 1) / warmup_steps`` of the peak), then
+    ``CosineAnnealingLR`` over the remaining ``total_steps - warmup_steps`` steps,
+    chained with ``SequentialLR``; ``cosine=False`` keeps the peak after the warm-up.
+    Step it once per optimiser step.
 
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        if not self.cosine:
-            return 1.0
-        span = max(1, self.total - self.warmup)
-        frac = min(1.0, (step - self.warmup) / span)
-        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac))
+    Returns
+    -------
+    LRScheduler or None
+        ``None`` when the rate is constant (no warm-up, no cosine).
+
+    Examples
+    --------
+    >>> p = torch.nn.Parameter(torch.zeros(1))
+    >>> opt = torch.optim.SGD([p], lr=1.0)
+    >>> sched = warmup_cosine(opt, total_steps=6, warmup_steps=2)
+    >>> lrs = []
+    >>> for _ in range(6):
+    ...     lrs.append(round(opt.param_groups[0]["lr"], 3)); opt.step(); sched.step()
+    >>> lrs
+    [0.5, 1.0, 1.0, 0.854, 0.5, 0.146]
+    """
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+    total, warmup = max(1, int(total_steps)), max(0, int(warmup_steps))
+    if warmup == 1:
+        warmup = 0  # a one-step warm-up starts at the peak: no warm-up at all
+    warm = (LinearLR(opt, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup - 1)
+            if warmup else None)
+    if not cosine:
+        return warm
+    peak = opt.param_groups[0].get("initial_lr", opt.param_groups[0]["lr"])
+    decay = CosineAnnealingLR(opt, T_max=max(1, total - warmup),
+                              eta_min=float(min_lr_ratio) * float(peak))
+    if warm is None:
+        return decay
+    return SequentialLR(opt, [warm, decay], milestones=[warmup])
 
 
 class _GeoModule(pl.LightningModule):
@@ -162,14 +188,19 @@ def _check_encoder(encoder: dict[str, Any] | None) -> dict[str, Any]:
     return {"name": str(encoder.get("name", "precomputed")), "dim": int(encoder["dim"])}
 
 
+#: Loss-section keys that configure the KL anchors; every other key is an option of
+#: :meth:`LocDiff.training_loss` and is passed to it unchanged.
+ANCHOR_KEYS = ("anchors", "n_anchors", "n_local", "local_radius_km", "bank")
+
+
 class LocDiffModule(_GeoModule):
     """Trains a :class:`~geodiffloc.LocDiff` with its SHDD-KL diffusion loss.
 
     Parameters
     ----------
     model
-        :class:`~geodiffloc.LocDiff` constructor arguments (``L``, ``widths``,
-        ``time_dim``, ``w0``, ``taper``, ``diffusion`` as a dict of
+        A :class:`~geodiffloc.LocDiff` to train in place, or its constructor arguments
+        (``L``, ``widths``, ``time_dim``, ``w0``, ``taper``, ``diffusion`` as a dict of
         :class:`~geodiffloc.models.locdiff.DiffusionConfig` fields) and ``init``: a
         LocDiff checkpoint to start from (its architecture then wins).
     encoder
@@ -179,8 +210,10 @@ class LocDiffModule(_GeoModule):
         ``warmup_steps``, ``min_lr_ratio`` (see the module docstring).
     loss
         ``anchors`` (``"uniform"``/``"mixed"``), ``n_anchors``, ``n_local``,
-        ``local_radius_km`` (:class:`~geodiffloc.models.locdiff.AnchorSampler`),
-        ``p_uncond``, ``aux_weight``.
+        ``local_radius_km`` (:class:`~geodiffloc.models.locdiff.AnchorSampler`); every
+        other key (``p_uncond``, ``aux_weight``, ...) is a keyword option of
+        :meth:`LocDiff.training_loss`, passed through unchanged (``p_uncond`` only in
+        training).
     validation
         ``sampler`` (fast ``"dpm++"`` by default), ``steps`` (10), ``n_samples`` per
         item (1), ``aggregate`` (``"auto"``: the sample itself for one sample, else
@@ -202,7 +235,7 @@ class LocDiffModule(_GeoModule):
 
     def __init__(
         self,
-        model: dict[str, Any] | None = None,
+        model: Any = None,
         *,
         encoder: dict[str, Any] | None = None,
         optim: dict[str, Any] | None = None,
@@ -211,10 +244,14 @@ class LocDiffModule(_GeoModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        from ..models.locdiff import AnchorSampler, LocDiff
         from .config import default_config
 
         d = default_config("locdiff")
         encoder = _check_encoder(encoder)
+        given = model if isinstance(model, LocDiff) else None
+        if given is not None:
+            model = _locdiff_arguments(given)
         model = {**d["model"], **(model or {})}
         self.optim_cfg = {**d["optim"], **(optim or {})}
         self.loss_cfg = {**d["loss"], **(loss or {})}
@@ -223,23 +260,28 @@ class LocDiffModule(_GeoModule):
         self.save_hyperparameters({"model": model, "encoder": encoder, "optim": self.optim_cfg,
                                    "loss": self.loss_cfg, "validation": self.val_cfg,
                                    "seed": self.seed})
-        self.model = _build_locdiff(model, encoder)
-        from ..models.locdiff import AnchorSampler
-
+        self.model = given if given is not None else _build_locdiff(model, encoder)
+        if given is not None:
+            _check_same_width(given.cond_dim, encoder, "the LocDiff")
+            given.encoder_record = dict(encoder)
         ls = self.loss_cfg
         self.anchor_sampler = AnchorSampler(ls["anchors"], n_anchors=ls["n_anchors"],
                                             n_local=ls["n_local"],
-                                            local_radius_km=ls["local_radius_km"])
+                                            local_radius_km=ls["local_radius_km"],
+                                            bank=ls.get("bank"), seed=int(self.seed))
+        #: keyword options of ``LocDiff.training_loss``, in training and in validation
+        self.loss_options = {k: v for k, v in ls.items() if k not in ANCHOR_KEYS}
+        self.val_loss_options = {k: v for k, v in self.loss_options.items()
+                                 if k != "p_uncond"}
         # The learned null condition only gets gradients when conditions are dropped;
         # frozen otherwise so DDP does not wait for a gradient that never comes.
-        self.model.net.null_cond.requires_grad_(float(ls["p_uncond"]) > 0)
+        self.model.net.null_cond.requires_grad_(float(ls.get("p_uncond") or 0) > 0)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, ll = batch[0], batch[1]
-        ls = self.loss_cfg
         loss, logs = self.model.training_loss(
-            x, ll, anchor_sampler=self.anchor_sampler, p_uncond=float(ls["p_uncond"]),
-            aux_weight=float(ls["aux_weight"]), generator=self._gen)
+            x, ll, anchor_sampler=self.anchor_sampler, generator=self._gen,
+            **self.loss_options)
         self._track(loss)
         n = x.shape[0]
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n,
@@ -250,10 +292,10 @@ class LocDiffModule(_GeoModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, ll, idx = batch
-        ls, v = self.loss_cfg, self.val_cfg
+        v = self.val_cfg
         vloss, _ = self.model.training_loss(
-            x, ll, anchor_sampler=self.anchor_sampler, aux_weight=float(ls["aux_weight"]),
-            generator=self._val_generator(batch_idx))
+            x, ll, anchor_sampler=self.anchor_sampler,
+            generator=self._val_generator(batch_idx), **self.val_loss_options)
         self.log("val/loss", vloss, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         n_samples = int(v["n_samples"])
         agg = v["aggregate"]
@@ -270,13 +312,27 @@ class LocDiffModule(_GeoModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=float(o["lr"]), betas=tuple(o["betas"]),
                                 weight_decay=float(o["weight_decay"]))
-        cosine = o["schedule"] == "cosine"
-        if not cosine and int(o["warmup_steps"]) == 0:
-            return opt
         total = int(self.trainer.estimated_stepping_batches) if self._trainer else 1
-        factor = _WarmupCosine(total, int(o["warmup_steps"]), float(o["min_lr_ratio"]), cosine)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        sched = warmup_cosine(opt, total, int(o["warmup_steps"]), float(o["min_lr_ratio"]),
+                              cosine=o["schedule"] == "cosine")
+        if sched is None:
+            return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _check_same_width(dim: int, encoder: dict[str, Any], what: str) -> None:
+    if int(dim) != int(encoder["dim"]):
+        raise ValueError(
+            f"{what} takes {dim}-d inputs but the data are {encoder['dim']}-d embeddings from "
+            f"{encoder['name']!r}; train on embeddings of the width the model was built for."
+        )
+
+
+def _locdiff_arguments(m: Any) -> dict[str, Any]:
+    """Constructor arguments of an existing LocDiff (for the module's hyperparameters)."""
+    cfg = m.config()
+    return {"L": cfg["L"], "widths": cfg["widths"], "time_dim": cfg["time_dim"],
+            "w0": cfg["w0"], "taper": cfg["taper"], "diffusion": cfg["diffusion"]}
 
 
 def _build_locdiff(model: dict[str, Any], encoder: dict[str, Any]) -> Any:
@@ -307,7 +363,8 @@ class GeoCLIPModule(_GeoModule):
     Parameters
     ----------
     model
-        :class:`~geodiffloc.GeoCLIP` constructor arguments (``embed_dim``, ``sigmas``,
+        A :class:`~geodiffloc.GeoCLIP` to train in place, or its constructor arguments
+        (``embed_dim``, ``sigmas``,
         ``n_freqs``, ``hidden_dim``, ``temperature``, ``queue_size``, ``batch_noise_m``,
         ``queue_noise_m``, ``gallery``) and ``init``: ``"official"`` (start from the
         pretrained weights, needs 768-d CLIP ViT-L/14 features) or a GeoCLIP checkpoint.
@@ -341,7 +398,7 @@ class GeoCLIPModule(_GeoModule):
 
     def __init__(
         self,
-        model: dict[str, Any] | None = None,
+        model: Any = None,
         *,
         encoder: dict[str, Any] | None = None,
         optim: dict[str, Any] | None = None,
@@ -350,17 +407,23 @@ class GeoCLIPModule(_GeoModule):
         gallery: Any = None,
     ) -> None:
         super().__init__()
+        from ..models.geoclip import GeoCLIP
         from .config import default_config
 
         d = default_config("geoclip")
         encoder = _check_encoder(encoder)
+        given = model if isinstance(model, GeoCLIP) else None
+        if given is not None:
+            _check_same_width(given.backbone_dim, encoder, "the GeoCLIP")
+            model = {k: v for k, v in given.network_config().items() if k != "backbone_dim"}
+            given.encoder_record = dict(encoder)
         model = {**d["model"], **(model or {})}
         self.optim_cfg = {**d["optim"], **(optim or {})}
         self.val_cfg = {**d["validation"], **(validation or {})}
         self.seed = int(seed)
         self.save_hyperparameters({"model": model, "encoder": encoder, "optim": self.optim_cfg,
                                    "validation": self.val_cfg, "seed": self.seed})
-        self.model = _build_geoclip(model, encoder, self.seed)
+        self.model = given if given is not None else _build_geoclip(model, encoder, self.seed)
         self._train_latlon = gallery
         self._gallery: Any = None
 

@@ -5,6 +5,10 @@ logit scale shipped by the ``geoclip`` package; retrieval galleries are embedded
 and cached; :meth:`GeoCLIP.probability_map` and :meth:`GeoCLIP.text_similarity_map`
 give georeferenced rasters; :meth:`GeoCLIP.training_step` trains on precomputed
 backbone features.
+
+The class is three parts: :mod:`.network` (weights and loss), :mod:`.predictor`
+(galleries, GeoDataFrames, rasters, :meth:`GeoCLIP.score_candidates`) and :mod:`.io`
+(checkpoints, official weights), on the shared :class:`~geodiffloc.models.base.Geolocator`.
 """
 
 from .gallery import Gallery, GalleryEmbeddingCache, resolve_gallery, weights_fingerprint
@@ -16,7 +20,9 @@ from .location import (
     equal_earth_projection,
 )
 from .model import GeoCLIP
+from .network import GeoCLIPNetwork
 from .official import OFFICIAL_FILES, find_official
+from .predictor import GeoCLIPPredictor
 from .training import GPSQueue, contrastive_loss, perturb_latlon
 
 __all__ = [
@@ -27,6 +33,8 @@ __all__ = [
     "Gallery",
     "GalleryEmbeddingCache",
     "GeoCLIP",
+    "GeoCLIPNetwork",
+    "GeoCLIPPredictor",
     "LocationEncoder",
     "RandomFourierFeatures",
     "contrastive_loss",

@@ -40,6 +40,8 @@ from ...sphere import cap_random, uniform_random
 
 __all__ = [
     "KL_DIRECTIONS",
+    "RECOMMENDED_BANK",
+    "RECOMMENDED_LOSS",
     "SAMPLERS",
     "AnchorSampler",
     "DiffusionConfig",
@@ -273,6 +275,14 @@ class AnchorSampler:
 
 #: KL directions :func:`anchor_kl` accepts.
 KL_DIRECTIONS = ("reverse", "forward")
+
+#: The loss LocDiff trains with by default (``geodiffloc train``, :meth:`LocDiff.fit`):
+#: multi-scale reverse KL plus the auxiliary x0 MSE, chosen on
+#: ``benchmarks/locdiff_loss_study.py`` (the paper's loss: ``kl_scales=None``,
+#: ``aux_weight=0``).
+RECOMMENDED_LOSS: dict[str, Any] = {"kl_scales": (1, 3, 7, 15), "aux_weight": 3.0}
+#: Size of the default anchor bank of training (see :class:`AnchorSampler`).
+RECOMMENDED_BANK = 16384
 
 
 def _check_kl_options(L: int, scales: Any, direction: str) -> tuple[int, ...]:

@@ -23,6 +23,7 @@ import torch
 
 from ...encoders.base import Encoder
 from ...sphere import EARTH_RADIUS_KM, latlon_to_xyz
+from ..base import points_frame
 from .model import LocDiff
 
 __all__ = ["LocDiffH"]
@@ -141,44 +142,39 @@ class LocDiffH:
         ValueError
             Mismatched numbers of queries, bad inputs.
         """
-        import geopandas as gpd
-
         ld = self.locdiff
         coeffs, cands = ld.sample_locations(
             inputs, n_views=self.n_candidates, samples_per_view=1, encoder=encoder,
             sampler=sampler, steps=steps, seed=seed, generator=generator, progress=progress)
         n = cands.shape[0]
         g = self.geoclip.resolve_gallery(self.gallery)
-        q = self.geoclip._query_embeddings(
-            inputs if geoclip_inputs is None else geoclip_inputs, geoclip_input_kind, False,
-            64, progress)
+        index = self._spatial_index(g)
+        hits = index.within(cands.reshape(-1, 2).numpy(), self.radius_km)
+        k = cands.shape[1]
+        pools = [np.unique(np.concatenate(hits[i * k:(i + 1) * k])) for i in range(n)]
+        q = self.geoclip.embed_queries(
+            inputs if geoclip_inputs is None else geoclip_inputs, geoclip_input_kind,
+            progress=progress)
         if q.shape[0] != n:
             raise ValueError(
                 f"LocDiff got {n} queries but GeoCLIP got {q.shape[0]}; pass geoclip_inputs for "
                 "the same queries in the same order."
             )
-        g_emb = self.geoclip.gallery_embeddings(g, progress=progress)
-        scale = float(self.geoclip.logit_scale.detach().exp().clamp(max=100.0))
-        index = self._spatial_index(g)
-        hits = index.within(cands.reshape(-1, 2).numpy(), self.radius_km)
-        k = cands.shape[1]
+        # GeoCLIP's own retrieval, restricted to the gallery points near the candidates
+        probs = self.geoclip.score_candidates(q, pools, gallery=g, kind="prob",
+                                              input_kind="head", progress=progress)
         lat = np.empty(n)
         lon = np.empty(n)
         conf = np.empty(n)
         gidx = np.full(n, -1, dtype=np.int64)
-        n_in = np.zeros(n, dtype=np.int64)
+        n_in = np.array([p.size for p in pools], dtype=np.int64)
         need_fallback = []
-        for i in range(n):
-            pool = np.unique(np.concatenate(hits[i * k:(i + 1) * k]))
-            n_in[i] = pool.size
-            if pool.size == 0:
+        for i, p in enumerate(probs):
+            if p.numel() == 0:
                 need_fallback.append(i)
                 continue
-            pool_t = torch.from_numpy(pool).to(g_emb.device)
-            logits = scale * q[i] @ g_emb[pool_t].T  # (views, pool)
-            p = logits.softmax(dim=-1).mean(dim=0)
             j = int(p.argmax())
-            gidx[i] = int(pool[j])
+            gidx[i] = int(pools[i][j])
             conf[i] = float(p[j])
             lat[i], lon[i] = g.latlon[gidx[i]].tolist()
         fb = np.zeros(n, dtype=bool)
@@ -192,14 +188,12 @@ class LocDiffH:
             conf[need_fallback] = agreement(cands[sel], pred, radius).numpy()
             lat[need_fallback] = pred[:, 0].numpy()
             lon[need_fallback] = pred[:, 1].numpy()
-        data: dict[str, Any] = {
-            "lat": lat, "lon": lon, "confidence": conf,
-            "source": np.where(fb, "locdiff", "geoclip"), "fallback": fb,
+        cols: dict[str, Any] = {
+            "confidence": conf, "source": np.where(fb, "locdiff", "geoclip"), "fallback": fb,
             "n_in_radius": n_in, "gallery_index": gidx,
         }
         if return_candidates:
-            data["candidates"] = list(cands.numpy())
-        gdf = gpd.GeoDataFrame(data, geometry=gpd.points_from_xy(lon, lat), crs="EPSG:4326")
-        gdf.attrs.update(model="LocDiff-H", radius_km=self.radius_km,
-                         n_candidates=self.n_candidates, gallery=g.name, gallery_size=len(g))
-        return gdf
+            cols["candidates"] = list(cands.numpy())
+        return points_frame(lat, lon, cols, attrs={
+            "model": "LocDiff-H", "radius_km": self.radius_km,
+            "n_candidates": self.n_candidates, "gallery": g.name, "gallery_size": len(g)})

@@ -1,7 +1,8 @@
 """The high-level LocDiff model: SHDD space + CS-UNet + schedule + encoder record.
 
-``LocDiff`` trains with :meth:`LocDiff.training_loss` (or the small :meth:`LocDiff.fit`
-loop), samples SHDD vectors with :meth:`LocDiff.sample`, and answers GIS questions with
+``LocDiff`` trains with :meth:`LocDiff.training_loss` through the Lightning module of
+:mod:`geodiffloc.train` (:meth:`LocDiff.fit` is a convenience over it), samples SHDD
+vectors with :meth:`LocDiff.sample`, and answers GIS questions with
 :meth:`LocDiff.predict` (a GeoDataFrame) and :meth:`LocDiff.probability_map` (a
 georeferenced DataArray). Checkpoints are one safetensors file holding the weights and
 the config (L, widths, schedule, scaling, encoder name/dim) as JSON metadata.
@@ -9,7 +10,6 @@ the config (L, widths, schedule, scaling, encoder name/dim) as JSON metadata.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..._io import atomic_path
 from ...encoders.base import Encoder, check_encoder_matches
 from ...sphere import LatLonGrid, check_latlon_tensor
+from ..base import Geolocator, points_frame
 from .aggregate import AGGREGATIONS, agreement, centroid, mixture_mode
 from .csiren import CSUNet
 from .diffusion import SAMPLERS, AnchorSampler, DiffusionConfig, diffusion_loss, sample_latents
@@ -36,7 +36,7 @@ def _shdd(L: int, taper: Any) -> Any:
     return SHDD(L, taper=taper)
 
 
-class LocDiff(nn.Module):
+class LocDiff(nn.Module, Geolocator):
     """LocDiff: conditional latent diffusion in SHDD space (paper Sec. 4.5-4.6).
 
     Parameters
@@ -68,6 +68,9 @@ class LocDiff(nn.Module):
     >>> model.sample(torch.randn(2, 8), n_samples=3, sampler="dpm++", steps=5).shape
     torch.Size([2, 3, 16])
     """
+
+    checkpoint_format = FORMAT
+    model_name = "LocDiff"
 
     def __init__(
         self,
@@ -139,8 +142,7 @@ class LocDiff(nn.Module):
     def training_loss(
         self, cond: torch.Tensor, latlon: torch.Tensor, *,
         anchor_sampler: AnchorSampler | None = None, targets: torch.Tensor | None = None,
-        p_uncond: float = 0.0, aux_weight: float = 0.0, kl_scales: Sequence[int] | None = None,
-        kl_direction: str = "reverse", generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, **loss_options: Any,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """SHDD-KL diffusion loss of one batch (see :func:`~.diffusion.diffusion_loss`).
 
@@ -150,9 +152,12 @@ class LocDiff(nn.Module):
             ``(n, cond_dim)`` condition embeddings.
         latlon
             ``(n, 2)`` true ``(lat, lon)`` degrees.
-        kl_scales, kl_direction
-            Multi-scale degrees and direction of the SHDD-KL (see
-            :func:`~.diffusion.anchor_kl`).
+        anchor_sampler, targets, generator
+            KL anchors, precomputed SHDD targets, seeding.
+        **loss_options
+            Any further keyword option of :func:`~.diffusion.diffusion_loss`
+            (``p_uncond``, ``aux_weight``, ...); the training config's ``loss`` section
+            passes its keys here.
 
         Returns
         -------
@@ -172,42 +177,51 @@ class LocDiff(nn.Module):
             )
         return diffusion_loss(
             self.net, self.shdd, cond, latlon.to(cond.device, torch.float32), self.diffusion,
-            anchor_sampler=anchor_sampler, targets=targets, p_uncond=p_uncond,
-            aux_weight=aux_weight, kl_scales=kl_scales, kl_direction=kl_direction,
-            generator=generator,
+            anchor_sampler=anchor_sampler, targets=targets, generator=generator,
+            **loss_options,
         )
 
     def fit(
         self, cond: torch.Tensor, latlon: torch.Tensor, *, steps: int = 1000,
         batch_size: int = 256, lr: float = 1e-3, anchor_sampler: AnchorSampler | None = None,
-        p_uncond: float = 0.0, aux_weight: float = 0.0, seed: int = 0, progress: bool = True,
-        clip_grad_norm: float | None = 1.0, **loss_options: Any,
+        p_uncond: float = 0.0, aux_weight: float | None = None, seed: int = 0,
+        progress: bool = True, clip_grad_norm: float | None = 1.0, warmup_steps: int = 0,
+        loss: dict[str, Any] | None = None, optim: dict[str, Any] | None = None,
     ) -> list[float]:
-        """A minimal Adam training loop (cosine-decayed LR) over in-memory tensors.
+        """Train in place on in-memory tensors: a convenience over :mod:`geodiffloc.train`.
 
-        For real datasets use the Lightning module in :mod:`geodiffloc.train`; this is
-        for small experiments, tests and benchmarks.
+        Runs the same :class:`~geodiffloc.train.LocDiffModule` as ``geodiffloc train``
+        (AdamW, optional linear warm-up, cosine decay over ``steps``, the SHDD-KL loss)
+        with nothing written to disk; needs the ``[train]`` extra (Lightning).
 
         Parameters
         ----------
         cond, latlon
-            ``(n, cond_dim)`` embeddings and ``(n, 2)`` locations.
+            ``(n, cond_dim)`` (or ``(n, views, cond_dim)``) embeddings and ``(n, 2)``
+            locations.
         steps
             Optimiser steps.
         batch_size, lr
-            Mini-batch size and peak learning rate.
+            Mini-batch size (items drawn with replacement) and peak learning rate.
         anchor_sampler, p_uncond, aux_weight
-            See :meth:`training_loss`.
+            See :meth:`training_loss`. By default the training config's: 2048 anchors
+            per batch from a bank of 16 384, and the recommended loss
+            (:data:`~.diffusion.RECOMMENDED_LOSS`: multi-scale KL plus 3x the x0 MSE);
+            ``aux_weight=0, loss={"kl_scales": None, "bank": None}`` is the paper's.
         seed
             Seeds batches, timesteps, noise and anchors.
         progress
-            Show a tqdm bar.
+            Show a progress bar (stderr).
         clip_grad_norm
             Gradient-norm clipping (``None`` = off). The KL's gradients spike when a
             sharp predicted peak sits far from the truth; clipping keeps such steps from
             throwing the sine layers into a bad regime.
-        **loss_options
-            Passed to :meth:`training_loss` (``kl_scales``, ``kl_direction``).
+        warmup_steps
+            Linear warm-up steps before the cosine decay.
+        loss, optim
+            Further keys of the training config's ``loss`` section (any option of
+            :meth:`training_loss`) and ``optim`` section (``weight_decay``, ``betas``,
+            ``schedule``, ``min_lr_ratio``).
 
         Returns
         -------
@@ -219,34 +233,16 @@ class LocDiff(nn.Module):
         ValueError
             Bad shapes or coordinates.
         """
-        from tqdm.auto import tqdm
+        from ...train.fitting import fit as fit_in_memory
 
-        cond = self._check_cond(cond).to(self.device)
-        latlon = check_latlon_tensor(latlon).to(self.device, torch.float32)
-        targets = self.shdd.encode(latlon=latlon).to(self.device, torch.float32)
-        g = torch.Generator().manual_seed(int(seed))
-        opt = torch.optim.Adam(self.net.parameters(), lr=lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
-        losses = []
-        self.train()
-        bar = tqdm(range(int(steps)), disable=not progress, desc="LocDiff fit")
-        for _ in bar:
-            idx = torch.randint(0, cond.shape[0], (min(batch_size, cond.shape[0]),), generator=g)
-            idx = idx.to(self.device)
-            loss, logs = self.training_loss(
-                cond[idx], latlon[idx], targets=targets[idx], anchor_sampler=anchor_sampler,
-                p_uncond=p_uncond, aux_weight=aux_weight, generator=g, **loss_options,
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), float(clip_grad_norm))
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            bar.set_postfix(kl=f"{logs['kl']:.3f}")
-        self.eval()
-        return losses
+        opt = {"lr": float(lr), "warmup_steps": int(warmup_steps), **(optim or {})}
+        ls: dict[str, Any] = {"p_uncond": float(p_uncond)}
+        if aux_weight is not None:
+            ls["aux_weight"] = float(aux_weight)
+        ls.update(loss or {})
+        return fit_in_memory(self, cond, latlon, steps=steps, batch_size=batch_size, optim=opt,
+                             loss=ls, anchor_sampler=anchor_sampler,
+                             clip_grad_norm=clip_grad_norm, seed=seed, progress=progress)
 
     # -- sampling ---------------------------------------------------------------------
     @torch.no_grad()
@@ -441,8 +437,6 @@ class LocDiff(nn.Module):
         ValueError
             Unknown aggregation, bad inputs or mismatched encoder.
         """
-        import geopandas as gpd
-
         if aggregate not in AGGREGATIONS:
             raise ValueError(f"aggregate must be one of {AGGREGATIONS}; got {aggregate!r}.")
         coeffs, samples = self.sample_locations(
@@ -454,11 +448,10 @@ class LocDiff(nn.Module):
         radius = confidence_km if confidence_km is not None else max(
             25.0, 2.0 * float(self.shdd.width_km))
         conf = agreement(samples, pred, radius).numpy()
-        lat, lon = pred[:, 0].numpy(), pred[:, 1].numpy()
-        data: dict[str, Any] = {"lat": lat, "lon": lon, "confidence": conf}
+        cols: dict[str, Any] = {"confidence": conf}
         if return_samples:
-            data["samples"] = list(samples.numpy())
-        return gpd.GeoDataFrame(data, geometry=gpd.points_from_xy(lon, lat), crs="EPSG:4326")
+            cols["samples"] = list(samples.numpy())
+        return points_frame(pred[:, 0].numpy(), pred[:, 1].numpy(), cols)
 
     def aggregate(self, coeffs: torch.Tensor, samples: torch.Tensor,
                   how: Literal["mixture_mode", "centroid"] = "mixture_mode") -> torch.Tensor:
@@ -525,32 +518,34 @@ class LocDiff(nn.Module):
                                  name="probability")
 
     # -- persistence ------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """Write config + weights to one safetensors file, atomically.
-
-        Raises
-        ------
-        FileExistsError
-            If ``path`` exists and ``overwrite`` is false.
-
-        Examples
-        --------
-        >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.safetensors"
-        >>> LocDiff(L=2, cond_dim=4, widths=(16,)).save(p)
-        >>> LocDiff.load(p).L
-        2
-        """
-        from safetensors.torch import save_file
-
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
-        meta = {"config": json.dumps(self.config())}
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+    def checkpoint_config(self) -> dict[str, Any]:
+        return self.config()
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
-             ) -> LocDiff:
+    def from_checkpoint_config(cls, cfg: dict[str, Any], **kwargs: Any) -> LocDiff:
+        try:
+            return cls(
+                L=cfg["L"], cond_dim=cfg["cond_dim"], widths=cfg["widths"],
+                time_dim=cfg["time_dim"], w0=cfg["w0"],
+                diffusion=DiffusionConfig(**cfg["diffusion"]), encoder=cfg["encoder"],
+                taper=cfg.get("taper"))
+        except KeyError as e:
+            raise ValueError(f"the LocDiff checkpoint config lacks {e}; it is damaged or was "
+                             "written by another program.") from e
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        # the network only: the SHDD basis is rebuilt from L
+        return dict(self.net.state_dict())
+
+    def load_checkpoint_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        from ..base import load_state_strict
+
+        load_state_strict(self.net, tensors, "LocDiff checkpoint")
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls, path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
+    ) -> LocDiff:
         """Load a checkpoint written by :meth:`save` (safetensors: no code execution).
 
         Raises
@@ -559,29 +554,16 @@ class LocDiff(nn.Module):
             If the file is not a LocDiff checkpoint.
         FileNotFoundError
             If ``path`` does not exist.
-        """
-        from safetensors import safe_open
 
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no checkpoint at {os.fspath(path)!r}.")
-        try:
-            with safe_open(os.fspath(path), framework="pt", device=str(map_location)) as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as err:  # safetensors raises its own error types
-            raise ValueError(f"{os.fspath(path)!r} is not a safetensors checkpoint: {err}") from err
-        cfg = json.loads(meta.get("config", "{}"))
-        if cfg.get("format") != FORMAT:
-            raise ValueError(
-                f"{os.fspath(path)!r} is not a LocDiff checkpoint (format {cfg.get('format')!r})."
-            )
-        model = cls(
-            L=cfg["L"], cond_dim=cfg["cond_dim"], widths=cfg["widths"], time_dim=cfg["time_dim"],
-            w0=cfg["w0"], diffusion=DiffusionConfig(**cfg["diffusion"]), encoder=cfg["encoder"],
-            taper=cfg.get("taper"),
-        )
-        model.net.load_state_dict(tensors)
-        return model.to(map_location).eval()
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.safetensors"
+        >>> _ = LocDiff(L=2, cond_dim=4, widths=(16,)).save(p)
+        >>> LocDiff.load(p).L
+        2
+        """
+        return super().load(path, device=map_location)
 
     def extra_repr(self) -> str:
         return (f"L={self.L}, cond_dim={self.cond_dim}, widths={self.net.widths}, "
