@@ -132,8 +132,10 @@ class SHDD:
         """
         ll = self._latlon(lat, lon, latlon)
         y = real_sph_harm(ll, self.L, dtype=self.dtype if latlon is None else None)
+        if self.taper is None:
+            return y  # all weights are 1: no second pass over the output
         w = self._coef_weights.to(y.device, y.dtype)
-        return y * w
+        return y.mul_(w) if not y.requires_grad else y * w
 
     def evaluate(self, coeffs: torch.Tensor, latlon: torch.Tensor) -> torch.Tensor:
         r"""The raw field :math:`f_e = \sum e_{lm} Y_{lm}` (unnormalised log-density).
