@@ -105,3 +105,4 @@ def fill_real_sph_harm(latlon: np.ndarray, L: int, out: np.ndarray,
         if threads is not None:
             numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
         _kernel(lat, lon, L, a, b, sect, w, out)
+

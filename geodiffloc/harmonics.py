@@ -268,7 +268,22 @@ def legendre_table(lat_deg: torch.Tensor, L: int) -> torch.Tensor:
         field synthesis (one table per latitude row, then an FFT along longitude).
     """
     L = _check_L(L)
-    lat = torch.deg2rad(lat_deg.to(torch.float64))
+    lat_deg = lat_deg.to(torch.float64)
+    if _sh_numba.available() and lat_deg.device.type == "cpu" and not lat_deg.requires_grad:
+        # At lon = 0, Y_l0 = P_l0, Y_lm = sqrt2 P_lm (m > 0), Y_l,-m = 0: one kernel call.
+        y = real_sph_harm(torch.stack([lat_deg, torch.zeros_like(lat_deg)], 1), L)
+        idx, scale = _table_index(L)
+        return y[:, idx] * scale
+    lat = torch.deg2rad(lat_deg)
     x, s = torch.sin(lat), torch.cos(lat)
     rows = [q[:, L : 2 * L + 1] for _, q in _legendre_rows(x, s, L)]
     return torch.stack(rows, dim=1)
+
+
+@functools.lru_cache(maxsize=16)
+def _table_index(L: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column of ``Y_lm`` for table entry ``[l, m]`` and the factor undoing sqrt2 (0 if m > l)."""
+    l, m = np.meshgrid(np.arange(L + 1), np.arange(L + 1), indexing="ij")
+    idx = np.where(m <= l, l * l + l + m, 0)
+    scale = np.where(m <= l, np.where(m > 0, 1 / math.sqrt(2.0), 1.0), 0.0)
+    return torch.from_numpy(idx), torch.from_numpy(scale)
