@@ -23,7 +23,7 @@ try:  # pragma: no cover - exercised by whichever environment runs the tests
         raise ImportError("disabled by GEODIFFLOC_NO_NUMBA")
     import numba
     from numba import prange
-except Exception:  # noqa: BLE001 - numba may fail on import against a newer numpy
+except Exception:  # numba may fail on import against a newer numpy
     numba = None
 
 __all__ = ["available", "fill_real_sph_harm"]

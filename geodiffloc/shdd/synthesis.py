@@ -42,9 +42,10 @@ def _split_coeffs(coeffs: torch.Tensor, L: int) -> tuple[torch.Tensor, torch.Ten
     """``(n, d) -> (n, L+1, L+1)`` cos-part ``[.., l, m]`` and sin-part (``m >= 1``)."""
     idx_cos, idx_sin, scale = _split_index(L)
     dev, dt = coeffs.device, coeffs.dtype
-    sin_scale = np.where(idx_sin > 0, scale, 0.0)
-    cos_part = coeffs[:, torch.from_numpy(idx_cos).to(dev)] * torch.from_numpy(scale).to(dev, dt)
-    sin_part = coeffs[:, torch.from_numpy(idx_sin).to(dev)] * torch.from_numpy(sin_scale).to(dev, dt)
+    cos_scale = torch.from_numpy(scale).to(dev, dt)
+    sin_scale = torch.from_numpy(np.where(idx_sin > 0, scale, 0.0)).to(dev, dt)
+    cos_part = coeffs[:, torch.from_numpy(idx_cos).to(dev)] * cos_scale
+    sin_part = coeffs[:, torch.from_numpy(idx_sin).to(dev)] * sin_scale
     return cos_part, sin_part
 
 
