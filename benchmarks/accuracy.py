@@ -9,26 +9,28 @@ Bavaria", ...) and embedded by the offline all-MiniLM-L6-v2 (384-d). Two splits:
 * ``region`` -- whole admin-1 areas (states, provinces) held out: every test place lies
   in an area never seen in training (spatial generalisation, the paper's Table 3).
 
-Methods, all trained here from scratch on CPU, in the same run, with fixed seeds:
+Methods, all trained here from scratch on CPU, in the same run, with fixed seeds, each
+through the public training path a user gets (``LocDiff.fit`` / ``GeoCLIP.fit``, i.e.
+the Lightning modules of ``geodiffloc train`` with their default settings):
 
-* LocDiff, L = 23 (paper's uniform 2048 KL anchors) and L = 47 (uniform + local
-  anchors, the library's recommendation at L = 47); DDPM with T = 200 steps (paper)
-  and DPM-Solver++ with 20 steps; K samples per input aggregated by their geographic
-  centre (paper) or by the mode of the mixture of their densities;
-* GeoCLIP-on-text: the official pretrained location encoder (``GeoCLIP.from_official``,
-  frozen) with a new 384 -> 512 head trained with GeoCLIP's contrastive loss and GPS
-  queue; retrieval over (a) the MP16 100K gallery and (b) a Fibonacci lattice of the same
-  size (the paper's gallery-generalisation experiment);
-* LocDiff-H: LocDiff (L = 23) candidates + GeoCLIP retrieval within 200 km;
+* LocDiff, L = 23, with the default (multi-scale) loss; ``--paper-loss`` adds the same
+  model trained with the paper's single-scale KL, ``--with-l47`` an L = 47 model (uniform +
+  local anchors). DDPM with T = 200 steps (paper) and DPM-Solver++ with 20 steps; K
+  samples per input aggregated by their geographic centre (paper) or by the mode of the
+  mixture of their densities;
+* GeoCLIP at the CPU size of ``configs/geoclip_gazetteer_cpu.yaml`` (256-d location
+  encoder, 1024-entry GPS queue), retrieval over (a) its training places (GeoCLIP's own
+  gallery), (b) the MP16 100K gallery and (c) a Fibonacci lattice of the same size (the
+  paper's gallery-generalisation experiment);
+* LocDiff-H: LocDiff (L = 23) candidates re-ranked by GeoCLIP within 200 km, over the
+  same galleries;
 * baselines (``benchmarks/baselines.py``): nearest neighbour in embedding space; a
   softmax classifier over near-equal-area Fibonacci cells.
 
-Budget: the default run is sized for about 30 minutes on 2 idle CPU cores (2 torch
-threads), ``--quick`` for about 5; on a loaded machine both take proportionally longer
-(the log on stderr gives the time of every phase). The costly parts are LocDiff L = 47
-(training, DDPM sampling and the mixture-mode aggregation, whose normalising grid gets
-finer with L); so the L = 47 rows use the first ``--n47`` test places only (the ``n``
-column says how many). The MiniLM embeddings and GeoCLIP's gallery
+Budget: the default run trains LocDiff for 4000 steps and GeoCLIP for 1500 (each well
+inside 15 minutes on 2 CPU cores); the whole run takes about 30-40 minutes on 2 idle
+cores (2 torch threads), ``--quick`` about 5; on a loaded machine both take
+proportionally longer (the log on stderr gives the time of every phase). The MiniLM
 embeddings are cached on disk, so a second run skips them.
 
 Run: ``python benchmarks/accuracy.py [--quick] [--splits random region] [--threads 2]``.
@@ -67,18 +69,18 @@ class Budget:
     n_train: int = 12000
     n_test: int = 300
     samples: int = 16               # LocDiff samples per input (K; paper 16)
-    steps23: int = 1200             # LocDiff L = 23 optimiser steps (batch 256)
-    steps47: int = 400              # LocDiff L = 47 optimiser steps
+    steps23: int = 4000             # LocDiff L = 23 optimiser steps (batch 256)
+    steps47: int = 1500             # LocDiff L = 47 optimiser steps (--with-l47 only)
     widths47: tuple[int, ...] = (1024, 512, 256)  # CPU-sized CS-UNet at L = 47
     n47: int = 100                  # test places for the L = 47 rows (the first n47)
-    geoclip_epochs: int = 20        # head epochs (batch 256)
+    geoclip_steps: int = 1500       # GeoCLIP (CPU size) optimiser steps (batch 256)
     cls_epochs: int = 30            # cell-classifier epochs
     n_cells: int = 1024             # equal-area cells (~700 km wide)
 
 
 DEFAULT = Budget()
-QUICK = Budget(n_train=3000, n_test=100, samples=8, steps23=300, steps47=100, n47=30,
-               geoclip_epochs=10, cls_epochs=20, n_cells=512)
+QUICK = Budget(n_train=3000, n_test=100, samples=8, steps23=600, steps47=100, n47=30,
+               geoclip_steps=300, cls_epochs=20, n_cells=512)
 
 
 def log(msg: str) -> None:
@@ -108,79 +110,48 @@ def load_baselines() -> Any:
 
 
 # -- models ----------------------------------------------------------------------------
-def train_locdiff(task: Any, L: int, b: Budget, seed: int, clock: dict[str, float]) -> Any:
+# Every model is trained through the public training path a user gets: ``LocDiff.fit`` and
+# ``GeoCLIP.fit`` run the Lightning modules of ``geodiffloc train`` with their default
+# optimiser, schedule and loss (for LocDiff the recommended multi-scale loss; the paper's
+# loss is the ``--paper-loss`` row).
+def train_locdiff(task: Any, L: int, b: Budget, seed: int, clock: dict[str, float], *,
+                  paper_loss: bool = False) -> Any:
     from geodiffloc.models.locdiff import AnchorSampler, LocDiff
 
     torch.manual_seed(seed)
     enc = {"name": task.encoder_name, "dim": task.dim}
     if L == 23:
-        model, steps, anchors = LocDiff(L=23, cond_dim=task.dim, encoder=enc), b.steps23, \
-            AnchorSampler("uniform")
+        model, steps = LocDiff(L=23, cond_dim=task.dim, encoder=enc), b.steps23
+        loss: dict[str, Any] = {}
     else:
         model = LocDiff(L=L, cond_dim=task.dim, encoder=enc, widths=b.widths47)
-        steps, anchors = b.steps47, AnchorSampler("mixed", n_local=64)
-    with timed(f"LocDiff L={L} fit ({steps} steps, {anchors.mode} anchors)", clock):
+        steps, loss = b.steps47, {"anchors": "mixed", "n_local": 64}
+    anchors = None
+    if paper_loss:
+        loss, anchors = {"kl_scales": None, "aux_weight": 0.0}, AnchorSampler("uniform")
+    label = "paper loss" if paper_loss else "default loss"
+    with timed(f"LocDiff L={L} fit ({steps} steps, {label})", clock):
         losses = model.fit(task.train.embeddings.float(), task.train.latlon, steps=steps,
-                           batch_size=256, lr=1e-3, anchor_sampler=anchors, seed=seed,
-                           progress=False)
+                           batch_size=256, lr=1e-3, warmup_steps=100, seed=seed,
+                           anchor_sampler=anchors, loss=loss, progress=False)
     k = max(1, len(losses) // 10)
-    log(f"  KL first/last 10%: {np.mean(losses[:k]):.3f} / {np.mean(losses[-k:]):.3f}")
+    log(f"  loss first/last 10%: {np.mean(losses[:k]):.3f} / {np.mean(losses[-k:]):.3f}")
     return model
 
 
-def official_text_geoclip(dim: int, seed: int) -> Any:
-    """GeoCLIP with the official (frozen) location encoder and a fresh ``dim -> 512`` head."""
+def train_geoclip(task: Any, b: Budget, seed: int, clock: dict[str, float]) -> Any:
+    """GeoCLIP at the CPU size of ``configs/geoclip_gazetteer_cpu.yaml``, trained by ``fit``."""
     from geodiffloc.models.geoclip import GeoCLIP
 
-    off = GeoCLIP.from_official(backbone=None)
-    gc = GeoCLIP(backbone_dim=dim, **off.location_encoder.config, queue_size=4096,
-                 gallery="mp16", seed=seed)
-    gc.location_encoder.load_state_dict(off.location_encoder.state_dict())
-    with torch.no_grad():
-        gc.logit_scale.copy_(off.logit_scale)
-    gc.official_path = off.official_path
-    gc.location_encoder.requires_grad_(False)
-    return gc
-
-
-def train_geoclip(task: Any, b: Budget, seed: int, clock: dict[str, float]) -> Any:
-    """Train the head (and logit scale) with GeoCLIP's loss and a FIFO queue of negatives.
-
-    The location encoder is frozen, so the location embeddings of the training places and
-    of the queue's uniform initial points are computed once; the queue then holds the
-    embeddings of the latest batches' places, exactly what ``GPSQueue`` holds as
-    coordinates. The paper's 150 m / 1 km GPS noise regularises a location encoder being
-    trained and is left out with a frozen one (it also makes every step re-run the
-    encoder on 4096 + B points, ~100x the cost of the head).
-    """
-    from geodiffloc.models.geoclip import contrastive_loss
-    from geodiffloc.sphere import uniform_random
-
-    with timed("GeoCLIP head training", clock):
-        gc = official_text_geoclip(task.dim, seed)
-        x, y = task.train.embeddings.float(), task.train.latlon.float()
-        g = torch.Generator().manual_seed(seed)
-        loc = gc.location_encoder.embed(y)
-        queue = gc.location_encoder.embed(uniform_random(gc.queue.size, generator=g))
-        ptr = 0
-        opt, sched = gc.configure_optimizer(lr=1e-3)
-        gc.train()
-        for _ in range(b.geoclip_epochs):
-            perm = torch.randperm(x.shape[0], generator=g)
-            for s in range(0, x.shape[0], 256):
-                idx = perm[s:s + 256]
-                loss = contrastive_loss(gc.project(x[idx]), torch.cat([loc[idx], queue]),
-                                        gc.logit_scale)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                pos = (torch.arange(idx.numel()) + ptr) % queue.shape[0]
-                queue[pos] = loc[idx]
-                ptr = (ptr + idx.numel()) % queue.shape[0]
-            sched.step()
-        gc.eval()
-    log(f"  last loss {float(loss):.3f}, logit scale {float(gc.logit_scale.exp()):.1f}")
-    return gc
+    torch.manual_seed(seed)
+    gc = GeoCLIP(backbone_dim=task.dim, embed_dim=256, sigmas=(1, 16, 256), n_freqs=128,
+                 hidden_dim=256, queue_size=1024, seed=seed, cache_dir=False)
+    with timed(f"GeoCLIP (CPU size) fit ({b.geoclip_steps} steps)", clock):
+        losses = gc.fit(task.train.embeddings.float(), task.train.latlon.float(),
+                        steps=b.geoclip_steps, batch_size=256, lr=1e-3, seed=seed,
+                        progress=False)
+    log(f"  loss first/last: {losses[0]:.3f} / {losses[-1]:.3f}")
+    return gc.eval()
 
 
 # -- evaluation -----------------------------------------------------------------------
@@ -194,7 +165,7 @@ def row(method: str, variant: str, pred: Any, truth: np.ndarray, seconds: float)
 
 
 def locdiff_rows(model: Any, xt: torch.Tensor, yt: np.ndarray, b: Budget, seed: int,
-                 clock: dict[str, float]) -> list[Row]:
+                 clock: dict[str, float], *, label: str = "") -> list[Row]:
     rows = []
     L = model.L
     for sampler, steps in (("ddpm", 200), ("dpm++", 20)):
@@ -208,7 +179,8 @@ def locdiff_rows(model: Any, xt: torch.Tensor, yt: np.ndarray, b: Budget, seed: 
             with timed(agg, clock):
                 pred = model.aggregate(coeffs, samples, how=how).numpy()
             secs = clock[name] + clock[agg]
-            rows.append(row(f"LocDiff L={L}", f"{sampler}-{steps}, {how}", pred, yt, secs))
+            rows.append(row(f"LocDiff L={L}{label}", f"{sampler}-{steps}, {how}", pred, yt,
+                            secs))
     return rows
 
 
@@ -220,7 +192,7 @@ def geoclip_rows(gc: Any, xt: torch.Tensor, yt: np.ndarray, galleries: dict[str,
         key = f"GeoCLIP retrieval over {name}"
         with timed(key, clock):
             gdf = gc.predict(xt, gallery=gal, input_kind="backbone")
-        rows.append(row("GeoCLIP (text head)", f"gallery {name}",
+        rows.append(row("GeoCLIP (CPU size)", f"gallery {name}",
                         np.stack([gdf.lat, gdf.lon], 1), yt, clock[key]))
     return rows
 
@@ -263,22 +235,31 @@ def baseline_rows(task: Any, xt: torch.Tensor, yt: np.ndarray, b: Budget, seed: 
 
 
 def run_split(split: str, b: Budget, seed: int, galleries: dict[str, Any],
-              ) -> tuple[list[Row], dict[str, float], Any]:
+              args: argparse.Namespace) -> tuple[list[Row], dict[str, float], Any]:
     from geodiffloc.data.gazetteer import text_task
+    from geodiffloc.models.geoclip import Gallery
 
     clock: dict[str, float] = {}
     log(f"=== split {split!r} ===")
     with timed(f"text task ({b.n_train} train / {b.n_test} test)", clock):
         task = text_task(b.n_train, b.n_test, split=split, seed=seed, progress=False)
     xt, yt = task.test.embeddings.float(), task.test.latlon.numpy()
+    # GeoCLIP's own gallery is the GPS of its training set (the paper's MP16 gallery)
+    galleries = {f"training places {len(task.train) // 1000}K":
+                 Gallery.from_source(task.train.latlon.numpy(), name=f"train-{split}"),
+                 **galleries}
     rows = baseline_rows(task, xt, yt, b, seed, clock)
     gc = train_geoclip(task, b, seed, clock)
     rows += geoclip_rows(gc, xt, yt, galleries, clock)
     ld23 = train_locdiff(task, 23, b, seed, clock)
     rows += locdiff_rows(ld23, xt, yt, b, seed, clock)
     rows += hybrid_rows(ld23, gc, xt, yt, galleries, b, seed, clock)
-    ld47 = train_locdiff(task, 47, b, seed, clock)
-    rows += locdiff_rows(ld47, xt, yt, b, seed, clock)
+    if args.paper_loss:
+        paper = train_locdiff(task, 23, b, seed, clock, paper_loss=True)
+        rows += locdiff_rows(paper, xt, yt, b, seed, clock, label=" (paper's loss)")
+    if args.with_l47:
+        ld47 = train_locdiff(task, 47, b, seed, clock)
+        rows += locdiff_rows(ld47, xt, yt, b, seed, clock)
     return rows, clock, task
 
 
@@ -362,8 +343,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="Markdown file to write (default results/accuracy.md, or "
                     "results/accuracy_quick.md with --quick)")
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--paper-loss", action="store_true",
+                    help="also train LocDiff L=23 with the paper's loss (single-scale KL)")
+    ap.add_argument("--with-l47", action="store_true", help="also train LocDiff L=47")
     for f in ("n_train", "n_test", "samples", "steps23", "steps47", "n47",
-              "geoclip_epochs", "cls_epochs", "n_cells"):
+              "geoclip_steps", "cls_epochs", "n_cells"):
         ap.add_argument(f"--{f.replace('_', '-')}", type=int, default=None,
                         help=f"override the budget's {f}")
     args = ap.parse_args(argv)
@@ -384,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     clocks: dict[str, dict] = {}
     tasks: dict[str, Any] = {}
     for split in args.splits:
-        by_split[split], clocks[split], tasks[split] = run_split(split, b, args.seed, galleries)
+        by_split[split], clocks[split], tasks[split] = run_split(split, b, args.seed, galleries,
+                                                                 args)
     text = report(by_split, tasks, clocks, b, args, time.perf_counter() - t0)
     print(text)
     if not args.no_write:

@@ -20,6 +20,11 @@ The :math:`\bar P_{lm}` come from the fully normalised recurrences (sectoral see
 three-term recurrence in :math:`l`), which neither overflow nor underflow for the
 degrees used here (tested to L = 255). The recurrence always runs in float64; only
 the output is cast, so float32 results are accurate to ~1e-7.
+
+On CPU without autograd a fused numba kernel (:mod:`geodiffloc._sh_numba`) writes each
+output row once, with the recurrence in float64 registers; it runs at the speed of
+writing the output to memory. Elsewhere (GPU, autograd, numba missing) the same
+recurrence runs as chunked torch operations.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import math
 
 import numpy as np
 import torch
+
+from . import _sh_numba
 
 __all__ = ["degree_order", "legendre_table", "n_coeffs", "real_sph_harm"]
 
@@ -200,7 +207,8 @@ def real_sph_harm(
         Output dtype (default: the input's floating dtype). The recurrence runs in
         float64 either way.
     chunk
-        Points per chunk on the fast (no-grad) path; keeps the recurrence in cache.
+        Points per chunk on the torch (GPU / no numba) path; keeps the recurrence in
+        cache. The numba kernel needs no chunks.
 
     Returns
     -------
@@ -236,9 +244,18 @@ def real_sph_harm(
     if latlon.requires_grad and torch.is_grad_enabled():
         return _sph_harm_autograd(latlon.to(torch.float64), L).to(out_dtype)
     out = torch.empty(latlon.shape[0], n_coeffs(L), dtype=out_dtype, device=latlon.device)
+    if _use_numba(out):
+        _sh_numba.fill_real_sph_harm(latlon.detach().numpy(), L, out.numpy(),
+                                     threads=torch.get_num_threads())
+        return out
     with torch.no_grad():
         _sph_harm_fast(latlon, L, out, max(1, int(chunk)))
     return out
+
+
+def _use_numba(out: torch.Tensor) -> bool:
+    return (_sh_numba.available() and out.device.type == "cpu"
+            and out.dtype in (torch.float32, torch.float64) and out.numel() > 0)
 
 
 def legendre_table(lat_deg: torch.Tensor, L: int) -> torch.Tensor:
@@ -251,7 +268,22 @@ def legendre_table(lat_deg: torch.Tensor, L: int) -> torch.Tensor:
         field synthesis (one table per latitude row, then an FFT along longitude).
     """
     L = _check_L(L)
-    lat = torch.deg2rad(lat_deg.to(torch.float64))
+    lat_deg = lat_deg.to(torch.float64)
+    if _sh_numba.available() and lat_deg.device.type == "cpu" and not lat_deg.requires_grad:
+        # At lon = 0, Y_l0 = P_l0, Y_lm = sqrt2 P_lm (m > 0), Y_l,-m = 0: one kernel call.
+        y = real_sph_harm(torch.stack([lat_deg, torch.zeros_like(lat_deg)], 1), L)
+        idx, scale = _table_index(L)
+        return y[:, idx] * scale
+    lat = torch.deg2rad(lat_deg)
     x, s = torch.sin(lat), torch.cos(lat)
     rows = [q[:, L : 2 * L + 1] for _, q in _legendre_rows(x, s, L)]
     return torch.stack(rows, dim=1)
+
+
+@functools.lru_cache(maxsize=16)
+def _table_index(L: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column of ``Y_lm`` for table entry ``[l, m]`` and the factor undoing sqrt2 (0 if m > l)."""
+    l, m = np.meshgrid(np.arange(L + 1), np.arange(L + 1), indexing="ij")
+    idx = np.where(m <= l, l * l + l + m, 0)
+    scale = np.where(m <= l, np.where(m > 0, 1 / math.sqrt(2.0), 1.0), 0.0)
+    return torch.from_numpy(idx), torch.from_numpy(scale)

@@ -238,3 +238,38 @@ def test_invariant_to_lon_plus_360(lat, lon, L):
     a = real_sph_harm(torch.tensor([[lat, lon]], dtype=torch.float64), L)
     b = real_sph_harm(torch.tensor([[lat, lon + 360.0]], dtype=torch.float64), L)
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-10)
+
+
+@pytest.mark.parametrize("L", [0, 1, 15, 47, 127, 255])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numba_kernel_matches_torch_path(monkeypatch, L, dtype):
+    """The fused CPU kernel and the torch recurrence (GPU / fallback path) agree."""
+    import geodiffloc.harmonics as H
+
+    if not H._sh_numba.available():
+        pytest.skip("numba not installed: only the torch path exists")
+    lat, lon = _test_points(40, seed=L + 7)
+    ll = torch.from_numpy(np.stack([lat, lon], 1))
+    fast = real_sph_harm(ll, L, dtype=dtype)
+    monkeypatch.setattr(H, "_use_numba", lambda out: False)
+    ref = real_sph_harm(ll, L, dtype=torch.float64)
+    assert torch.isfinite(fast).all()
+    tol = 1e-12 * (L + 1) if dtype == torch.float64 else 2e-6 * max(1.0, math.sqrt(L + 1))
+    assert (fast.double() - ref).abs().max().item() <= tol
+
+
+def test_torch_path_vs_scipy(monkeypatch):
+    """The pure-torch path (what runs on CUDA or without numba) against scipy."""
+    import geodiffloc.harmonics as H
+
+    monkeypatch.setattr(H, "_use_numba", lambda out: False)
+    lat, lon = _test_points(200, seed=5)
+    got = real_sph_harm(torch.from_numpy(np.stack([lat, lon], 1)), 47)
+    assert np.abs(got.numpy() - scipy_real_sph_harm(lat, lon, 47)).max() <= 1e-10
+
+
+def test_non_contiguous_and_float32_input_rows():
+    ll = torch.tensor([[10.0, 5.0, 20.0], [-30.0, 7.0, 40.0]], dtype=torch.float64)[:, ::2]
+    assert not ll.is_contiguous()
+    ref = scipy_real_sph_harm(ll[:, 0].numpy(), ll[:, 1].numpy(), 9)
+    assert np.abs(real_sph_harm(ll, 9).numpy() - ref).max() <= 1e-12

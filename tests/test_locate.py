@@ -278,3 +278,31 @@ def test_cli_locate_with_the_example_queries(tiny, tmp_path, monkeypatch, capsys
     assert rc == 2
     assert "overwrite" in capsys.readouterr().err
     assert os.path.getsize(out / "countries.csv") > 0
+
+
+def test_samples_each_query_once_and_field_matches_its_samples(tiny, monkeypatch):
+    """locate draws one set of samples per query; predictions and field both use it."""
+    model, enc, _ = tiny
+    calls = []
+    real = type(model).sample
+
+    def counting(self, cond, *a, **k):
+        calls.append(int(cond.shape[0]))
+        return real(self, cond, *a, **k)
+
+    monkeypatch.setattr(type(model), "sample", counting)
+    seen = {}
+    real_field = type(model).field_from_samples
+
+    def keep(self, coeffs, **k):
+        seen["coeffs"] = coeffs.clone()
+        return real_field(self, coeffs, **k)
+
+    monkeypatch.setattr(type(model), "field_from_samples", keep)
+    res = locate(QUERIES, model=model, encoder=enc, resolution=5.0, **FAST)
+    # 3 queries x 4 samples: every latent denoised exactly once.
+    assert sum(calls) == len(QUERIES) * FAST["n_samples"]
+    # The field is the mixture of exactly those samples' densities.
+    direct = model.shdd.field(seen["coeffs"][1], resolution=5.0).values.mean(0)
+    np.testing.assert_allclose(res.field.values[1], direct / direct.sum(), rtol=1e-5,
+                               atol=1e-9)

@@ -397,7 +397,8 @@ def test_field_contract_and_mass():
     assert tuple(da.rio.transform()) == tuple(LatLonGrid.global_(1.0).transform)
     assert da["lat"].attrs["standard_name"] == "latitude" and da.attrs["units"] == "1"
     assert da.attrs["L"] == 23 and da.attrs["model"] == "SHDD" and da.attrs["seed"] == 3
-    np.testing.assert_allclose(da.sum(("lat", "lon")).values, 1.0, atol=1e-9)
+    assert da.dtype == np.float32  # float32 vectors -> float32 maps
+    np.testing.assert_allclose(da.sum(("lat", "lon")).values, 1.0, atol=1e-5)
     assert (da.values >= 0).all()
     for i, (la, lo) in enumerate([(48.85, 2.35), (-33.9, 151.2)]):
         cell = da[i].where(da[i] == da[i].max(), drop=True)
@@ -451,7 +452,7 @@ def test_field_density_kinds():
     total = float((dens[0].values * grid.cell_area_km2()[:, None]).sum())
     assert total == pytest.approx(1.0, abs=1e-3)
     logd = s.field(e, resolution=0.5, kind="log_density")
-    np.testing.assert_allclose(np.exp(logd.values), dens.values, rtol=1e-9)
+    np.testing.assert_allclose(np.exp(logd.values), dens.values, rtol=1e-6)
     with pytest.raises(ValueError, match="kind must be"):
         s.field(e, kind="similarity")
     with pytest.raises(ValueError, match="whole number"):
@@ -469,6 +470,34 @@ def test_field_float32_high_L_regional():
     assert float(da.sum()) == pytest.approx(1.0, abs=1e-3)
     cell = da[0].where(da[0] == da[0].max(), drop=True)
     assert abs(float(cell.lat[0]) + 12.0) <= 0.01 and abs(float(cell.lon[0]) - 179.95) <= 0.01
+
+
+@pytest.mark.parametrize("L, resolution", [(47, 0.25), (127, 0.5)])
+def test_field_float32_matches_float64(L, resolution):
+    """float32 synthesis (the default for float32 vectors) against the float64 path."""
+    s = SHDD(L)
+    g = torch.Generator().manual_seed(L)
+    e64 = (s.encode(lat=[35.0, -80.0, 89.9], lon=[139.0, 20.0, 0.0]).double()
+           + 0.3 * torch.randn(3, s.dim, generator=g, dtype=F64))
+    m32 = s.field(e64.float(), resolution=resolution)
+    m64 = s.field(e64.float().double(), resolution=resolution)
+    assert m32.dtype == np.float32 and m64.dtype == np.float64
+    peak = m64.max(("lat", "lon")).values[:, None, None]
+    rel = np.abs(m32.values - m64.values) / peak
+    assert rel.max() <= 1e-4 * (L / 47) ** 2  # f ~ (L+1)^2 in size: error grows like it
+    np.testing.assert_allclose(m32.sum(("lat", "lon")).values, 1.0, atol=1e-5)
+
+
+def test_field_refuses_what_cannot_fit(monkeypatch):
+    """A request bigger than memory is refused before anything is allocated."""
+    s = SHDD(15)
+    e = s.encode(lat=[0.0], lon=[0.0])
+    with pytest.raises(ValueError, match=r"(?s)needs about .* bbox=.*coarser resolution"):
+        s.field(e.expand(512, -1), resolution=0.01)  # 512 x 18000 x 36000: ~2.6 TB
+    monkeypatch.setenv("GEODIFFLOC_MAX_BYTES", str(10_000_000))
+    with pytest.raises(ValueError, match=r"2 vector\(s\) on a 0.25 degree grid"):
+        s.field(e.expand(2, -1), resolution=0.25)  # 2 x 720 x 1440 x 4 B x 2 > 8 MB
+    assert s.field(e[0], resolution=2.0).shape == (90, 180)  # small requests still pass
 
 
 # -- taper ---------------------------------------------------------------------------------

@@ -39,8 +39,9 @@ def add_parser(subparsers: Any) -> None:
                    help="raster cell size in degrees (default 0.5)")
     p.add_argument("--samples", type=int, default=32,
                    help="diffusion samples per input (default 32)")
-    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpm++"), default="ddpm",
-                   help="LocDiff sampler (default ddpm, as in the paper; dpm++ is faster)")
+    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpm++"), default="dpm++",
+                   help="LocDiff sampler (default dpm++ with 20 steps: as accurate as the "
+                        "paper's ddpm with 200 steps on the benchmark, ~10x faster)")
     p.add_argument("--steps", type=int, default=None,
                    help="denoising steps (default: T for ddpm, 20 otherwise)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -23,6 +23,7 @@ import torch
 
 from ..harmonics import degree_order, n_coeffs, real_sph_harm
 from ..sphere import EARTH_RADIUS_KM, LatLonGrid, as_latlon, check_latlon_tensor, uniform_random
+from ._memory import check_field_memory
 from .quadrature import log_partition
 from .synthesis import synthesize
 
@@ -43,6 +44,18 @@ def _taper_weights(L: int, taper: Any) -> np.ndarray:
     if w.shape != (L + 1,) or not np.isfinite(w).all() or (w < 0).any():
         raise ValueError(f"taper weights must be L+1 = {L + 1} finite non-negative numbers.")
     return w
+
+
+def _normalise_in_place(f: torch.Tensor) -> torch.Tensor:
+    """``f (n, n_lat, n_lon) -> exp(f) / sum`` over each map, in place.
+
+    Exponents are floored at 60 below the maximum: float32 arithmetic is ~20x slower
+    when a result is subnormal (below 1.2e-38), which ``exp`` and the division would
+    otherwise produce for most cells of a sharp field; a cell at the floor holds
+    e^-60 ~ 1e-26 of the peak cell's mass, far below float32 resolution of the total.
+    """
+    f.sub_(f.amax(dim=(1, 2), keepdim=True)).clamp_min_(-60.0).exp_()
+    return f.div_(f.sum(dim=(1, 2), keepdim=True))
 
 
 class SHDD:
@@ -132,8 +145,10 @@ class SHDD:
         """
         ll = self._latlon(lat, lon, latlon)
         y = real_sph_harm(ll, self.L, dtype=self.dtype if latlon is None else None)
+        if self.taper is None:
+            return y  # all weights are 1: no second pass over the output
         w = self._coef_weights.to(y.device, y.dtype)
-        return y * w
+        return y.mul_(w) if not y.requires_grad else y * w
 
     def evaluate(self, coeffs: torch.Tensor, latlon: torch.Tensor) -> torch.Tensor:
         r"""The raw field :math:`f_e = \sum e_{lm} Y_{lm}` (unnormalised log-density).
@@ -279,7 +294,8 @@ class SHDD:
         resolution
             Cell size in degrees.
         kind
-            ``"mass"`` (cell probabilities summing to 1 over the grid, area-weighted),
+            ``"mass"`` (cell probabilities summing to 1 over the grid, area-weighted;
+            float32 for float32 vectors, float64 for float64 ones),
             ``"density"`` (per km², normalised with :meth:`log_partition`) or
             ``"log_density"``.
         bbox
@@ -308,14 +324,21 @@ class SHDD:
 
     def _grid_log_mass(self, c: torch.Tensor, grid: LatLonGrid, log_area: torch.Tensor,
                        kind: str) -> torch.Tensor:
-        f = synthesize(c, self.L, grid.lat, grid.lon)
-        if kind == "mass":
-            if grid == LatLonGrid.global_(grid.resolution):
-                log_norm = torch.logsumexp((f + log_area).flatten(1), dim=1)
-            else:
-                log_norm = self.log_partition(c)
-            return torch.exp(f + log_area - log_norm[:, None, None])
-        if kind not in ("density", "log_density"):
+        if kind not in ("mass", "density", "log_density"):
             raise ValueError(f"kind must be 'mass', 'density' or 'log_density'; got {kind!r}.")
-        log_d = f - self.log_partition(c)[:, None, None] - 2 * math.log(EARTH_RADIUS_KM)
-        return log_d.exp() if kind == "density" else log_d
+        check_field_memory(c.shape[0], grid, c.device)
+        # float32 vectors (the default) get float32 synthesis: its error is ~1e-7 of the
+        # field's largest terms (tests/test_shdd.py compares it with the float64 path),
+        # far below what a map shows, at half the memory and time. float64 stays float64.
+        dt = torch.float64 if c.dtype == torch.float64 else torch.float32
+        if kind == "mass" and grid == LatLonGrid.global_(grid.resolution):
+            # log(cell area) is constant along a row: synthesis adds it for free.
+            f = synthesize(c, self.L, grid.lat, grid.lon, dtype=dt, row_offset=log_area[:, 0])
+            return _normalise_in_place(f)
+        f = synthesize(c, self.L, grid.lat, grid.lon, dtype=dt)
+        la = log_area.to(f.dtype)[None]
+        log_z = self.log_partition(c).to(f.dtype)[:, None, None]
+        if kind == "mass":
+            return f.add_(la).sub_(log_z).exp_()
+        f.sub_(log_z).sub_(2 * math.log(EARTH_RADIUS_KM))
+        return f.exp_() if kind == "density" else f

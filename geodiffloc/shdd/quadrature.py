@@ -74,7 +74,8 @@ def log_partition(coeffs: torch.Tensor, L: int, *, margin: float = 40.0,
         fmax = f.max()  # cells are selected relative to the coarse maximum ...
         sigma_peak = 2.0 / ((L + 1) * math.sqrt(max(f_peak - float(f.median()), 1.0)))
         peak_cell = torch.as_tensor(
-            _cells_near(peak[0].numpy(), lat_c, lon_c, h, math.sqrt(2 * _TOP_MARGIN) * sigma_peak),
+            _cells_near(peak[0].cpu().numpy(), lat_c, lon_c, h,
+                        math.sqrt(2 * _TOP_MARGIN) * sigma_peak),
             device=f.device)
         hot = _dilate((f > fmax - margin) | peak_cell)
         # Cells far below the maximum hold a negligible share of the mass; a 3 x 3 rule

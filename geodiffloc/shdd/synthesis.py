@@ -41,12 +41,20 @@ def _split_index(L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _split_coeffs(coeffs: torch.Tensor, L: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(n, d) -> (n, L+1, L+1)`` cos-part ``[.., l, m]`` and sin-part (``m >= 1``)."""
     idx_cos, idx_sin, scale = _split_index(L)
-    dev = coeffs.device
-    scale_t = torch.as_tensor(scale, device=dev, dtype=coeffs.dtype)
-    sin_scale = torch.as_tensor(np.where(idx_sin > 0, scale, 0.0), device=dev, dtype=coeffs.dtype)
-    cos_part = coeffs[:, torch.as_tensor(idx_cos, device=dev)] * scale_t
-    sin_part = coeffs[:, torch.as_tensor(idx_sin, device=dev)] * sin_scale
+    dev, dt = coeffs.device, coeffs.dtype
+    cos_scale = torch.from_numpy(scale).to(dev, dt)
+    sin_scale = torch.from_numpy(np.where(idx_sin > 0, scale, 0.0)).to(dev, dt)
+    cos_part = coeffs[:, torch.from_numpy(idx_cos).to(dev)] * cos_scale
+    sin_part = coeffs[:, torch.from_numpy(idx_sin).to(dev)] * sin_scale
     return cos_part, sin_part
+
+
+def _legendre_sum(p_mil: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``out[n, i, m, k] = sum_l P[i, l, m] x[n, l, m, k]`` as one batched matmul over m."""
+    n, lp1, _, k = x.shape
+    x_mlr = x.permute(2, 1, 0, 3).reshape(lp1, lp1, n * k)  # (m, l, n*k)
+    out = torch.bmm(p_mil, x_mlr)  # (m, i, n*k)
+    return out.reshape(lp1, -1, n, k).permute(2, 1, 0, 3).contiguous()
 
 
 def synthesize(
@@ -56,6 +64,8 @@ def synthesize(
     lon: np.ndarray | torch.Tensor,
     *,
     ptable: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float64,
+    row_offset: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Evaluate ``f = sum c_lm Y_lm`` on the tensor grid ``lat x lon`` (regular ``lon``).
 
@@ -69,38 +79,61 @@ def synthesize(
         ``(n_lon,)`` equally spaced longitudes in degrees (any start, e.g. cell centres).
     ptable
         Optional precomputed :func:`~geodiffloc.harmonics.legendre_table` for ``lat``.
+    dtype
+        ``torch.float64`` (default; quadrature needs it) or ``torch.float32`` (half the
+        memory and about twice as fast; the Legendre table is still built in float64
+        and rounded once, so the field is accurate to ~1e-7 of its largest terms).
+    row_offset
+        Optional ``(n_lat,)`` constants added to every value of each latitude row (e.g.
+        log cell areas); free on the FFT path, where it is a zero-frequency term.
 
     Returns
     -------
     torch.Tensor
-        ``(n, n_lat, n_lon)`` float64 on the coefficients' device.
+        ``(n, n_lat, n_lon)`` in ``dtype`` on the coefficients' device.
+
+    Examples
+    --------
+    >>> c = torch.zeros(1, 4, dtype=torch.float64); c[0, 0] = 1.0   # Y_00 only
+    >>> f = synthesize(c, 1, [0.0, 45.0], [0.0, 90.0, 180.0, 270.0])
+    >>> round(float(f.max() - f.min()), 12)
+    0.0
     """
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64; got {dtype}.")
     dev = coeffs.device
-    c = coeffs.to(torch.float64)
+    c = coeffs.to(dtype)
     lat_t = torch.as_tensor(np.asarray(lat, np.float64), device=dev)
     lon_np = np.asarray(lon, np.float64)
     n_lon = lon_np.size
     if ptable is None:
         ptable = legendre_table(lat_t, L)
-    ptable = ptable.to(dev)
+    # (m, i, l): the sum over l becomes one batched matmul per order m.
+    p_mil = ptable.to(dev, dtype).permute(2, 0, 1).contiguous()
     cos_part, sin_part = _split_coeffs(c, L)
-    # A[n, i, m] = sum_l P[i, l, m] * cos_part[n, l, m]
-    a = torch.einsum("ilm,nlm->nim", ptable, cos_part)
-    b = torch.einsum("ilm,nlm->nim", ptable, sin_part)
     m = torch.arange(L + 1, dtype=torch.float64, device=dev)
     if n_lon >= 2 * L + 2 and n_lon > 1:
         step = float(lon_np[1] - lon_np[0])
         if not np.allclose(np.diff(lon_np), step):
             raise ValueError("synthesis needs equally spaced longitudes.")
         if abs(step * n_lon - 360.0) < 1e-6:
-            # f_j = Re sum_m (A_m - i B_m) e^{i m phi_0} e^{i m j dphi}: an inverse real FFT.
-            phase = torch.exp(1j * m * math.radians(float(lon_np[0])))
-            spec = (a - 1j * b) * phase
-            spec[..., 1:] *= 0.5
-            spec = spec * n_lon
-            full = torch.zeros(*spec.shape[:-1], n_lon // 2 + 1, dtype=spec.dtype, device=dev)
-            full[..., : L + 1] = spec
-            return torch.fft.irfft(full, n=n_lon, dim=-1)
+            # f_j = Re sum_m (A_m - i B_m) e^{i m phi_0} e^{i m j dphi}: an inverse real
+            # FFT. The phase, the 1/2 of m > 0 and irfft's 1/n_lon are folded into the
+            # (small) coefficients; irfft zero-pads the L+1 frequencies itself, so the
+            # only full-size array is f.
+            phase = torch.exp(1j * m * math.radians(float(lon_np[0]))) * n_lon
+            phase[1:] *= 0.5
+            re = cos_part * phase.real.to(dtype) + sin_part * phase.imag.to(dtype)
+            im = cos_part * phase.imag.to(dtype) - sin_part * phase.real.to(dtype)
+            spec = _legendre_sum(p_mil, torch.stack([re, im], dim=-1))  # (n, i, m, 2)
+            if row_offset is not None:
+                spec[:, :, 0, 0] += (row_offset.to(dev, dtype) * n_lon)[None]
+            return torch.fft.irfft(torch.view_as_complex(spec), n=n_lon, dim=-1)
+    ab = _legendre_sum(p_mil, torch.stack([cos_part, sin_part], dim=-1))
+    a, b = ab[..., 0], ab[..., 1]
     phi = torch.deg2rad(torch.as_tensor(lon_np, device=dev))
     ang = m[:, None] * phi[None, :]
-    return a @ torch.cos(ang) + b @ torch.sin(ang)
+    f = a @ torch.cos(ang).to(dtype) + b @ torch.sin(ang).to(dtype)
+    if row_offset is not None:
+        f += row_offset.to(dev, dtype)[None, :, None]
+    return f

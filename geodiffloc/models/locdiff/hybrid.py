@@ -101,7 +101,7 @@ class LocDiffH:
         self, inputs: Any, geoclip_inputs: Any = None, *, encoder: Encoder | None = None,
         geoclip_input_kind: Literal["auto", "images", "backbone", "head"] = "auto",
         aggregate: Literal["mixture_mode", "centroid"] = "mixture_mode",
-        sampler: Literal["ddpm", "ddim", "dpm++"] = "ddpm", steps: int | None = None,
+        sampler: Literal["ddpm", "ddim", "dpm++"] = "dpm++", steps: int | None = None,
         seed: int | None = 0, generator: torch.Generator | None = None,
         return_candidates: bool = False, progress: bool = False,
     ) -> Any:

@@ -248,7 +248,7 @@ class LocDiff(nn.Module, Geolocator):
     @torch.no_grad()
     def sample(
         self, cond: torch.Tensor, n_samples: int = 1, *, steps: int | None = None,
-        sampler: Literal["ddpm", "ddim", "dpm++"] = "ddpm",
+        sampler: Literal["ddpm", "ddim", "dpm++"] = "dpm++",
         generator: torch.Generator | None = None, guidance_scale: float = 1.0,
         batch_size: int = 4096, progress: bool = False,
     ) -> torch.Tensor:
@@ -263,7 +263,8 @@ class LocDiff(nn.Module, Geolocator):
         steps
             Denoising steps (default: T for ddpm, 20 for ddim/dpm++).
         sampler
-            ``"ddpm"`` (paper, ancestral), ``"ddim"`` or ``"dpm++"`` (fast, deterministic).
+            ``"dpm++"`` (default; fast, deterministic), ``"ddim"`` or ``"ddpm"`` (the
+            paper's, ancestral, T steps).
         generator
             CPU ``torch.Generator`` for reproducible samples.
         guidance_scale
@@ -351,7 +352,7 @@ class LocDiff(nn.Module, Geolocator):
     @torch.no_grad()
     def sample_locations(
         self, inputs: Any, *, n_views: int = 16, samples_per_view: int = 1,
-        encoder: Encoder | None = None, sampler: Literal["ddpm", "ddim", "dpm++"] = "ddpm",
+        encoder: Encoder | None = None, sampler: Literal["ddpm", "ddim", "dpm++"] = "dpm++",
         steps: int | None = None, seed: int | None = 0, generator: torch.Generator | None = None,
         decode_anchors: torch.Tensor | None = None, guidance_scale: float = 1.0,
         progress: bool = False,
@@ -386,7 +387,7 @@ class LocDiff(nn.Module, Geolocator):
         self, inputs: Any, *, n_views: int = 16, samples_per_view: int = 1,
         aggregate: Literal["mixture_mode", "centroid"] = "mixture_mode",
         encoder: Encoder | None = None, return_samples: bool = False,
-        sampler: Literal["ddpm", "ddim", "dpm++"] = "ddpm", steps: int | None = None,
+        sampler: Literal["ddpm", "ddim", "dpm++"] = "dpm++", steps: int | None = None,
         seed: int | None = 0, generator: torch.Generator | None = None,
         decode_anchors: torch.Tensor | None = None, confidence_km: float | None = None,
         guidance_scale: float = 1.0, progress: bool = False,
@@ -413,8 +414,9 @@ class LocDiff(nn.Module, Geolocator):
         return_samples
             Add a ``samples`` column holding each input's ``(K, 2)`` decoded samples.
         sampler, steps, seed, generator
-            Sampler (``"ddpm"`` with T steps is the paper's; ``"dpm++"`` with 20 steps is
-            ~10x faster), step count and seeding (``seed`` is used when no generator is
+            Sampler (default ``"dpm++"`` with 20 steps: as accurate as the paper's
+            ``"ddpm"`` with T steps on ``benchmarks/accuracy.py`` and ~10x faster), step
+            count and seeding (``seed`` is used when no generator is
             given; ``None`` for fresh randomness).
         decode_anchors
             Anchor set for the SHDD decoder (default: the decoder's own).
@@ -437,6 +439,7 @@ class LocDiff(nn.Module, Geolocator):
         ValueError
             Unknown aggregation, bad inputs or mismatched encoder.
         """
+
         if aggregate not in AGGREGATIONS:
             raise ValueError(f"aggregate must be one of {AGGREGATIONS}; got {aggregate!r}.")
         coeffs, samples = self.sample_locations(
@@ -444,6 +447,33 @@ class LocDiff(nn.Module, Geolocator):
             sampler=sampler, steps=steps, seed=seed, generator=generator,
             decode_anchors=decode_anchors, guidance_scale=guidance_scale, progress=progress,
         )
+        return self.predictions_from_samples(coeffs, samples, aggregate=aggregate,
+                                             confidence_km=confidence_km,
+                                             return_samples=return_samples)
+
+    def predictions_from_samples(
+        self, coeffs: torch.Tensor, samples: torch.Tensor, *,
+        aggregate: Literal["mixture_mode", "centroid"] = "mixture_mode",
+        confidence_km: float | None = None, return_samples: bool = False,
+    ) -> Any:
+        """:meth:`predict`'s GeoDataFrame from already drawn samples (no new sampling).
+
+        Parameters
+        ----------
+        coeffs, samples
+            ``(n, K, d)`` coefficients and ``(n, K, 2)`` decoded locations, as returned
+            by :meth:`sample_locations`.
+        aggregate, confidence_km, return_samples
+            As in :meth:`predict`.
+
+        Examples
+        --------
+        >>> coeffs, samples = model.sample_locations(emb)  # doctest: +SKIP
+        >>> preds = model.predictions_from_samples(coeffs, samples)  # doctest: +SKIP
+        >>> field = model.field_from_samples(coeffs, resolution=0.5)  # doctest: +SKIP
+        """
+        if aggregate not in AGGREGATIONS:
+            raise ValueError(f"aggregate must be one of {AGGREGATIONS}; got {aggregate!r}.")
         pred = self.aggregate(coeffs, samples, how=aggregate)
         radius = confidence_km if confidence_km is not None else max(
             25.0, 2.0 * float(self.shdd.width_km))
@@ -472,7 +502,7 @@ class LocDiff(nn.Module, Geolocator):
     def probability_map(
         self, inputs: Any, *, resolution: float = 1.0, n_views: int = 16,
         samples_per_view: int = 1, encoder: Encoder | None = None,
-        sampler: Literal["ddpm", "ddim", "dpm++"] = "ddpm", steps: int | None = None,
+        sampler: Literal["ddpm", "ddim", "dpm++"] = "dpm++", steps: int | None = None,
         seed: int | None = 0, generator: torch.Generator | None = None,
         guidance_scale: float = 1.0, progress: bool = False,
     ) -> Any:
@@ -497,22 +527,46 @@ class LocDiff(nn.Module, Geolocator):
         ValueError
             Bad inputs or resolution.
         """
-        grid = LatLonGrid.global_(resolution)
+        LatLonGrid.global_(resolution)  # a bad resolution fails before sampling
         coeffs, _ = self.sample_locations(
             inputs, n_views=n_views, samples_per_view=samples_per_view, encoder=encoder,
             sampler=sampler, steps=steps, seed=seed, generator=generator,
             guidance_scale=guidance_scale, progress=progress,
         )
+        return self.field_from_samples(
+            coeffs, resolution=resolution, sampler=sampler, steps=steps,
+            seed=None if generator is not None else seed)
+
+    @torch.no_grad()
+    def field_from_samples(
+        self, coeffs: torch.Tensor, *, resolution: float = 1.0,
+        sampler: str = "dpm++", steps: int | None = None, seed: int | None = None,
+    ) -> Any:
+        """:meth:`probability_map` from already drawn ``(n, K, d)`` coefficients.
+
+        The mixture of the ``K`` sample densities per query on the global grid; the
+        sampler, steps and seed only go into the provenance attrs.
+
+        Returns
+        -------
+        xarray.DataArray
+            ``("query", "lat", "lon")`` cell masses, each query summing to 1.
+        """
+        coeffs = torch.as_tensor(coeffs)
+        if coeffs.ndim != 3 or coeffs.shape[2] != self.dim:
+            raise ValueError(f"coeffs must be (n, K, {self.dim}) samples; got "
+                             f"{tuple(coeffs.shape)}.")
+        grid = LatLonGrid.global_(resolution)
         maps = []
         for q in range(coeffs.shape[0]):
             da = self.shdd.field(coeffs[q], resolution=resolution, kind="mass")
-            maps.append(np.asarray(da.values, dtype=np.float64).mean(axis=0))
+            maps.append(np.asarray(da.values).mean(axis=0, dtype=np.float64))
         values = np.stack(maps)
         values /= values.sum(axis=(1, 2), keepdims=True)
         n_steps = steps if steps is not None else (
             self.diffusion.num_train_timesteps if sampler == "ddpm" else 20)
         attrs = {"model": "LocDiff", "L": self.L, "sampler": sampler, "steps": int(n_steps),
-                 "seed": "none" if seed is None or generator is not None else int(seed),
+                 "seed": "none" if seed is None else int(seed),
                  "n_samples": int(coeffs.shape[1]), "encoder": self.encoder_record["name"]}
         return grid.to_dataarray(values, kind="mass", leading_dim="query", attrs=attrs,
                                  name="probability")

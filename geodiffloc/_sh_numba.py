@@ -1,0 +1,108 @@
+"""Fused numba kernel for real spherical harmonics (the CPU fast path of ``harmonics``).
+
+One pass per point writes its whole output row once: the normalised Legendre
+recurrence runs in float64 scalars (registers, no float64 array of the output's size)
+and each value is cast on write. Longitude factors come from the Chebyshev recurrence
+``cos((m+1) phi) = 2 cos(phi) cos(m phi) - cos((m-1) phi)`` (error ~ m * 1e-16).
+
+Everything here is optional: :func:`available` is False when numba is missing or fails
+to import, and ``harmonics`` then uses its pure-torch path (also used on GPUs and for
+autograd). Set ``GEODIFFLOC_NO_NUMBA=1`` to force the torch path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+import numpy as np
+
+try:  # pragma: no cover - exercised by whichever environment runs the tests
+    if os.environ.get("GEODIFFLOC_NO_NUMBA", "") not in ("", "0"):
+        raise ImportError("disabled by GEODIFFLOC_NO_NUMBA")
+    import numba
+    from numba import prange
+except Exception:  # numba may fail on import against a newer numpy
+    numba = None
+
+__all__ = ["available", "fill_real_sph_harm"]
+
+# numba's default "workqueue" threading layer must not be entered from two Python
+# threads at once (e.g. Dask's threaded scheduler); one kernel at a time is safe.
+_LOCK = threading.Lock()
+
+
+def available() -> bool:
+    """Whether the numba kernel can be used."""
+    return numba is not None
+
+
+if numba is not None:
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _kernel(lat_deg, lon_deg, L, a, b, sect, w, out):  # pragma: no cover - jitted
+        n = lat_deg.shape[0]
+        d2r = math.pi / 180.0
+        root2 = math.sqrt(2.0)
+        seed = 1.0 / math.sqrt(4.0 * math.pi)
+        for i in prange(n):
+            lat = lat_deg[i] * d2r
+            lon = lon_deg[i] * d2r
+            x = math.sin(lat)
+            s = math.cos(lat)
+            c1 = math.cos(lon)
+            s1 = math.sin(lon)
+            cm, sm = 1.0, 0.0          # cos(m phi), sin(m phi)
+            cp, sp = c1, -s1           # cos((m-1) phi), sin((m-1) phi)
+            pmm = seed
+            for m in range(L + 1):
+                if m > 0:
+                    pmm = pmm * sect[m] * s
+                    cn = 2.0 * c1 * cm - cp
+                    sn = 2.0 * c1 * sm - sp
+                    cp, sp, cm, sm = cm, sm, cn, sn
+                if m == 0:
+                    fc, fs = 1.0, 0.0
+                else:
+                    fc, fs = root2 * cm, root2 * sm
+                p2 = 0.0
+                p1 = pmm
+                for l in range(m, L + 1):
+                    if l > m:
+                        p = a[l, m] * x * p1 - b[l, m] * p2
+                        p2 = p1
+                        p1 = p
+                    base = l * l + l
+                    wl = w[l] * p1
+                    out[i, base + m] = wl * fc
+                    if m > 0:
+                        out[i, base - m] = wl * fs
+
+
+def _tables(L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from .harmonics import _recurrence
+
+    a_full, b_full, sect = _recurrence(L)
+    # The kernel indexes [l, m] for m >= 0; the torch path keeps a mirrored layout.
+    return (np.ascontiguousarray(a_full[:, L:]), np.ascontiguousarray(b_full[:, L:]),
+            np.ascontiguousarray(sect))
+
+
+def fill_real_sph_harm(latlon: np.ndarray, L: int, out: np.ndarray,
+                       weights: np.ndarray | None = None, threads: int | None = None) -> None:
+    """Write ``w_l Y_lm`` of every point of ``latlon`` ``(n, 2)`` into ``out`` ``(n, d)``.
+
+    ``out`` may be float32 or float64 and must be C-contiguous; ``weights`` are per
+    degree (``L + 1``; default ones).
+    """
+    a, b, sect = _tables(L)
+    w = np.ones(L + 1) if weights is None else np.ascontiguousarray(weights, np.float64)
+    ll = np.asarray(latlon, dtype=np.float64)
+    lat = np.ascontiguousarray(ll[:, 0])
+    lon = np.ascontiguousarray(ll[:, 1])
+    with _LOCK:
+        if threads is not None:
+            numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+        _kernel(lat, lon, L, a, b, sect, w, out)
+
