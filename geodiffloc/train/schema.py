@@ -212,8 +212,7 @@ class LossSection(BaseModel):
     bank: int | None = Field(RECOMMENDED_BANK, ge=1)
     p_uncond: float = Field(0.0, ge=0.0, le=1.0)
     # the recommended loss; the paper's: kl_scales null, aux_weight 0
-    kl_scales: list[int] | None = Field(
-        default_factory=lambda: list(RECOMMENDED_LOSS["kl_scales"]))
+    kl_scales: list[int] | Literal["auto"] | None = RECOMMENDED_LOSS["kl_scales"]
     kl_direction: Literal["reverse", "forward"] = "reverse"
     aux_weight: float = Field(RECOMMENDED_LOSS["aux_weight"], ge=0.0)
 

@@ -137,3 +137,18 @@ def test_training_loss_with_a_bank_is_finite_and_reproducible():
         b, _ = model.training_loss(cond, ll, anchor_sampler=sampler, kl_scales=(1, 3),
                                    aux_weight=3.0, generator=torch.Generator().manual_seed(0))
         assert torch.isfinite(a) and float(a.detach()) == float(b.detach())
+
+
+def test_auto_scales_halve_down_from_L():
+    from geodiffloc.models.locdiff.diffusion import auto_kl_scales
+
+    assert auto_kl_scales(23) == (1, 3, 7, 15, 23)
+    assert auto_kl_scales(47) == (1, 3, 7, 15, 31, 47)
+    assert auto_kl_scales(1) == (1,)
+    shdd = SHDD(9)
+    anchors = fibonacci_lattice(200).to(torch.float64)
+    pred = torch.randn(3, 100, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    torch.testing.assert_close(anchor_kl(shdd, pred, TRUTH, anchors, scales="auto"),
+                               anchor_kl(shdd, pred, TRUTH, anchors, scales=(1, 3, 7)))
+    with pytest.raises(ValueError, match="kl_scales"):
+        anchor_kl(shdd, pred, TRUTH, anchors, scales="fine")

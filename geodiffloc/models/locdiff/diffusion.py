@@ -46,6 +46,7 @@ __all__ = [
     "AnchorSampler",
     "DiffusionConfig",
     "anchor_kl",
+    "auto_kl_scales",
     "diffusion_loss",
     "make_scheduler",
     "sample_latents",
@@ -280,9 +281,23 @@ KL_DIRECTIONS = ("reverse", "forward")
 #: multi-scale reverse KL plus the auxiliary x0 MSE, chosen on
 #: ``benchmarks/locdiff_loss_study.py`` (the paper's loss: ``kl_scales=None``,
 #: ``aux_weight=0``).
-RECOMMENDED_LOSS: dict[str, Any] = {"kl_scales": (1, 3, 7, 15), "aux_weight": 3.0}
+RECOMMENDED_LOSS: dict[str, Any] = {"kl_scales": "auto", "aux_weight": 3.0}
 #: Size of the default anchor bank of training (see :class:`AnchorSampler`).
 RECOMMENDED_BANK = 16384
+
+
+def auto_kl_scales(L: int) -> tuple[int, ...]:
+    """The degrees of ``kl_scales="auto"``: ``1, 3, 7, 15, 31, ...`` below ``L``, then ``L``.
+
+    Each degree halves the width of the one before; at ``L = 23`` this is
+    ``(1, 3, 7, 15, 23)``, the scales chosen on ``benchmarks/locdiff_loss_study.py``.
+
+    Examples
+    --------
+    >>> auto_kl_scales(23), auto_kl_scales(2)
+    ((1, 3, 7, 15, 23), (1, 2))
+    """
+    return (*(d for d in (1, 3, 7, 15, 31, 63, 127) if d < int(L)), int(L))
 
 
 def _check_kl_options(L: int, scales: Any, direction: str) -> tuple[int, ...]:
@@ -290,6 +305,10 @@ def _check_kl_options(L: int, scales: Any, direction: str) -> tuple[int, ...]:
         raise ValueError(f"kl_direction must be one of {KL_DIRECTIONS}; got {direction!r}.")
     if scales is None:
         return (int(L),)
+    if isinstance(scales, str):
+        if scales != "auto":
+            raise ValueError(f"kl_scales must be None, 'auto' or degrees; got {scales!r}.")
+        return auto_kl_scales(L)
     out = tuple(sorted({int(s) for s in scales}))
     if not out or out[0] < 1 or out[-1] > L:
         raise ValueError(
@@ -337,8 +356,8 @@ def anchor_kl(shdd: Any, pred: torch.Tensor, latlon: torch.Tensor, global_anchor
     local_anchors
         ``(n, k_local, 2)`` per-sample anchors, or ``None``.
     scales
-        Degrees :math:`L_k` of the multi-scale KL (``None``: the full degree only; ``L``
-        is always included).
+        Degrees :math:`L_k` of the multi-scale KL (``None``: the full degree only;
+        ``"auto"``: :func:`auto_kl_scales`; ``L`` is always included).
     direction
         ``"reverse"`` (paper) or ``"forward"``.
     target
