@@ -55,7 +55,7 @@ def _print_result(res: Any, k: int = 3) -> None:
     top = res.top_countries(k)
     for _, row in res.predictions.iterrows():
         q = row["query"]
-        where = row["country"] or "(at sea)"
+        where = row["country"] if isinstance(row["country"], str) else "(at sea)"  # NULL
         print(f"\n{q}")
         print(f"  prediction: {row['lat']:8.3f}, {row['lon']:9.3f}  {where}  "
               f"(confidence {row['confidence']:.2f})")

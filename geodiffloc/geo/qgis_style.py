@@ -22,7 +22,7 @@ _STOPS = 9  # colour-ramp stops: enough for a smooth ramp, few enough to edit by
 
 
 def _hex(rgba: np.ndarray) -> str:
-    r, g, b = (int(round(float(c) * 255)) for c in rgba[:3])
+    r, g, b = (round(float(c) * 255) for c in rgba[:3])
     return f"#{r:02x}{g:02x}{b:02x}"
 
 

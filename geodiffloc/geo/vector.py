@@ -207,7 +207,9 @@ def write_vector(
         if drv == "GeoParquet":
             gdf.to_parquet(tmp)
         elif drv == "GPKG":
-            gdf.to_file(tmp, driver="GPKG", layer=layer or target.stem, engine="pyogrio")
+            # GeoPackage 1.2: what GDAL < 3.7 (QGIS LTR on Debian 12) reads without a warning
+            gdf.to_file(tmp, driver="GPKG", layer=layer or target.stem, engine="pyogrio",
+                        VERSION="1.2")
         else:
             gdf.to_file(tmp, driver=drv, engine="pyogrio")
     return target

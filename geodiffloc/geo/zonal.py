@@ -11,13 +11,17 @@ with the length of the coastline, not with the polygon's area.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from ..sphere import LatLonGrid
 from ._antimeridian import to_lonlat_window
 from ._field import field_parts, masses
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import xarray as xr
 
 __all__ = ["cell_coverage", "zonal_probability"]
 
@@ -163,14 +167,26 @@ def _polygons_4326(polygons: Any) -> Any:
     return geoms if geoms.crs.to_epsg() == 4326 else geoms.to_crs("EPSG:4326")
 
 
+def _wide_names(column: str, labels: list[Any]) -> list[str]:
+    """One column per query, named after it: ``prob_0`` for samples, ``prob_Kyoto`` for texts."""
+    names = [f"{column}_{label}" for label in labels]
+    if len(set(names)) != len(names):
+        raise ValueError(
+            f"the field's queries {labels} do not give distinct column names; pass "
+            "layout='long' for one row per (polygon, query)."
+        )
+    return names
+
+
 def zonal_probability(
-    field: Any,
-    polygons: Any,
+    field: xr.DataArray,
+    polygons: gpd.GeoDataFrame | gpd.GeoSeries,
     *,
     column: str = "prob",
+    layout: Literal["wide", "long"] = "wide",
     supersample: int = 8,
     progress: bool | None = None,
-) -> Any:
+) -> gpd.GeoDataFrame:
     """Probability mass of a field inside each polygon of a GeoDataFrame.
 
     Parameters
@@ -183,8 +199,14 @@ def zonal_probability(
         EPSG:4326 for the computation); holes and polygons crossing the antimeridian are
         handled; empty/missing geometries get 0.
     column
-        Name of the probability column; with a leading dim, ``f"{column}_{i}"`` for the
-        i-th query (short names keep shapefile export working).
+        Name of the probability column. With a leading dim and ``layout="wide"``, one
+        column per query named ``f"{column}_{label}"`` after the leading coordinate
+        (``prob_0`` for samples, ``prob_Kyoto temple`` for text queries).
+    layout
+        ``"wide"``: one row per polygon, one column per query. ``"long"`` (tidy): one
+        row per (polygon, query) with columns ``query`` (the label), ``query_index``
+        and ``column``; best for many or long query names (shapefile column names are
+        limited to 10 characters).
     supersample
         Sub-points per cell side used on cells the polygon boundary cuts (stratified
         sampling: unbiased, error per cut cell about ``supersample**-1.5`` of the cell).
@@ -194,13 +216,14 @@ def zonal_probability(
     Returns
     -------
     geopandas.GeoDataFrame
-        A copy of ``polygons`` (same CRS and geometry) plus the probability column(s).
+        A copy of ``polygons`` (same CRS and geometry) plus the probability column(s)
+        (``"long"``: the polygons repeated once per query, query by query).
 
     Raises
     ------
     ValueError
-        Not a probability field, polygons without CRS, a clashing column name, or a
-        ``supersample`` below 1.
+        Not a probability field, polygons without CRS, a clashing column name, an
+        unknown ``layout``, or a ``supersample`` below 1.
 
     Examples
     --------
@@ -212,16 +235,24 @@ def zonal_probability(
     >>> round(float(zonal_probability(uniform, north)["prob"][0]), 6)
     0.5
     """
+    import geopandas as gpd
+    import pandas as pd
     import scipy.sparse as sp
     from tqdm.auto import tqdm
 
     if int(supersample) < 1:
         raise ValueError(f"supersample must be >= 1; got {supersample}.")
+    if layout not in ("wide", "long"):
+        raise ValueError(f"layout must be 'wide' or 'long'; got {layout!r}.")
     parts = field_parts(field)
     m = masses(parts, "zonal_probability")
     geoms = _polygons_4326(polygons)
-    names = [column] if parts.leading_dim is None else [
-        f"{column}_{i}" for i in range(parts.n_queries)]
+    if layout == "long":
+        names = [column, "query", "query_index"]
+    elif parts.leading_dim is None:
+        names = [column]
+    else:
+        names = _wide_names(column, parts.query_labels())
     clash = [n for n in names if n in polygons.columns]
     if clash:
         raise ValueError(f"column(s) {clash} already exist in polygons; pass column=... .")
@@ -236,8 +267,18 @@ def zonal_probability(
     n_cells = parts.grid.shape[0] * parts.grid.shape[1]
     cover = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                           shape=(len(geoms), n_cells))
-    probs = cover @ m.reshape(parts.n_queries, n_cells).T  # (n_polygons, q)
+    probs = np.asarray(cover @ m.reshape(parts.n_queries, n_cells).T, dtype=np.float64)
+    if layout == "long":
+        frames = []
+        for j, label in enumerate(parts.query_labels()):
+            part = polygons.copy()
+            part["query"] = label
+            part["query_index"] = j
+            part[column] = probs[:, j]
+            frames.append(part)
+        return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True),
+                                geometry=polygons.geometry.name, crs=polygons.crs)
     out = polygons.copy()
     for j, name in enumerate(names):
-        out[name] = np.asarray(probs[:, j], dtype=np.float64)
+        out[name] = probs[:, j]
     return out

@@ -174,3 +174,31 @@ def test_shdd_field_works_end_to_end(tmp_path):
     assert z["prob_0"].idxmax() == "France"
     r = credible_regions(field, levels=(0.5,))
     assert r.geometry.iloc[0].contains(shapely.Point(2.35, 48.86))
+
+
+def test_columns_are_named_by_query_and_long_layout_is_tidy(make_vmf):
+    g = LatLonGrid.global_(1.0)
+    two = make_vmf(g, [(45.0, 10.0), (-30.0, -60.0)], 300.0)
+    field = two.rename(sample="query").assign_coords(
+        query=np.array(["alpine lake", "pampas"], dtype=object))
+    boxes = gpd.GeoDataFrame({"zone": ["north", "south"]},
+                             geometry=[shapely.box(-180, 0, 180, 90),
+                                       shapely.box(-180, -90, 180, 0)], crs="EPSG:4326")
+    wide = zonal_probability(field, boxes)
+    assert [c for c in wide.columns if c.startswith("prob")] == ["prob_alpine lake",
+                                                                 "prob_pampas"]
+    assert wide["prob_alpine lake"].iloc[0] > 0.99 and wide["prob_pampas"].iloc[1] > 0.99
+    long = zonal_probability(field, boxes, layout="long")
+    assert len(long) == 4 and long.crs == boxes.crs
+    assert long["query"].tolist() == ["alpine lake", "alpine lake", "pampas", "pampas"]
+    assert long["query_index"].tolist() == [0, 0, 1, 1]
+    pivot = long.pivot(index="zone", columns="query", values="prob")
+    np.testing.assert_allclose(pivot.loc[["north", "south"], "alpine lake"],
+                               wide["prob_alpine lake"])
+    # integer sample coordinates keep the old names
+    assert "prob_1" in zonal_probability(two, boxes).columns
+    dup = field.assign_coords(query=np.array(["same", "same"], dtype=object))
+    with pytest.raises(ValueError, match="layout='long'"):
+        zonal_probability(dup, boxes)
+    with pytest.raises(ValueError, match="layout"):
+        zonal_probability(field, boxes, layout="tall")  # type: ignore[arg-type]
