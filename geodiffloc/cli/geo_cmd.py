@@ -12,15 +12,24 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ._help import HelpFormatter, examples, paragraph
+
 
 def add_parser(subparsers: Any) -> None:
     """Register the ``zonal`` and ``regions`` subcommands."""
     zonal = subparsers.add_parser(
         "zonal",
         help="probability of a field raster inside each polygon of a vector file",
-        description="Sum a probability raster (GeoTIFF in EPSG:4326, e.g. from --raster) "
-        "over each polygon of a vector file (any CRS) with sub-cell accuracy; writes the "
-        "polygons plus one probability column per band.",
+        description=paragraph(
+            "Sum a probability raster (GeoTIFF in EPSG:4326, e.g. from --raster or locate) "
+            "over each polygon of a vector file (any CRS) with sub-cell accuracy; writes the "
+            "polygons plus one probability column per band, named after the band."),
+        formatter_class=HelpFormatter,
+        epilog=examples(
+            "geodiffloc zonal out/probability.tif districts.shp -o districts_prob.gpkg",
+            "geodiffloc zonal out/probability.tif admin.gpkg --layer provinces -o prov.gpkg",
+            "geodiffloc zonal field.tif countries.geojson -o per_country.parquet --supersample 16",
+        ),
     )
     zonal.add_argument("field", type=Path, help="probability raster (GeoTIFF, EPSG:4326)")
     zonal.add_argument("polygons", type=Path, help="polygons (GeoPackage, shapefile, ...)")
@@ -36,8 +45,15 @@ def add_parser(subparsers: Any) -> None:
     regions = subparsers.add_parser(
         "regions",
         help="highest-density credible regions of a field raster as polygons",
-        description="Turn a probability raster into highest-density credible regions "
-        "(one (multi)polygon per band and level, with geodesic area in km²).",
+        description=paragraph(
+            "Turn a probability raster into highest-density credible regions "
+            "(one (multi)polygon per band and level, with geodesic area in km²)."),
+        formatter_class=HelpFormatter,
+        epilog=examples(
+            "geodiffloc regions out/probability.tif -o regions.gpkg",
+            "geodiffloc regions out/probability.tif --levels 0.5 0.9 -o regions.geojson",
+            "geodiffloc regions field.tif --levels 0.95 -o search_area.shp --overwrite",
+        ),
     )
     regions.add_argument("field", type=Path, help="probability raster (GeoTIFF, EPSG:4326)")
     regions.add_argument("--levels", type=float, nargs="+", default=[0.5, 0.9, 0.95],
