@@ -17,6 +17,7 @@ from ._field import FieldParts, field_parts, masses
 if TYPE_CHECKING:
     import folium
     import geopandas as gpd
+    import xarray as xr
     from matplotlib.axes import Axes
 
 __all__ = ["interactive_map", "plot_field"]
@@ -73,7 +74,7 @@ def _extent(parts: FieldParts) -> tuple[float, float, float, float]:
 
 
 def plot_field(
-    da: Any,
+    da: xr.DataArray,
     *,
     points: Any = None,
     truth: Any = None,
@@ -180,7 +181,7 @@ def _draw_borders(ax: Any, scale: str, west: float, east: float) -> None:
 
 
 def interactive_map(
-    da: Any,
+    da: xr.DataArray,
     points: Any = None,
     *,
     truth: Any = None,

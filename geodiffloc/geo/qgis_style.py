@@ -21,7 +21,7 @@ __all__ = ["qml_style", "write_qml"]
 _STOPS = 9  # colour-ramp stops: enough for a smooth ramp, few enough to edit by hand
 
 
-def _hex(rgba: np.ndarray) -> str:
+def _hex(rgba: tuple[float, ...]) -> str:
     r, g, b = (round(float(c) * 255) for c in rgba[:3])
     return f"#{r:02x}{g:02x}{b:02x}"
 

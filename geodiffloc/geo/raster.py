@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -13,6 +13,10 @@ from .._io import atomic_path, check_writable
 from .._version import __version__
 from ..sphere import FIELD_KINDS, LatLonGrid
 from ._field import field_parts, masses, provenance, rewrap
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from numpy.typing import ArrayLike
 
 __all__ = ["read_geotiff", "resample_to_grid", "to_density", "to_geotiff", "to_mass"]
 
@@ -23,7 +27,7 @@ _REPROJECT_HINT = (
 )
 
 
-def to_mass(da: Any) -> Any:
+def to_mass(da: xr.DataArray) -> xr.DataArray:
     """Convert a probability field to cell probability masses.
 
     Parameters
@@ -60,7 +64,7 @@ def to_mass(da: Any) -> Any:
     return rewrap(da, parts, m, "mass")
 
 
-def to_density(da: Any) -> Any:
+def to_density(da: xr.DataArray) -> xr.DataArray:
     """Convert a probability field to a density per km².
 
     Parameters
@@ -99,16 +103,16 @@ def to_density(da: Any) -> Any:
 
 
 def resample_to_grid(
-    values: Any,
-    lats: Any,
-    lons: Any,
+    values: ArrayLike,
+    lats: ArrayLike,
+    lons: ArrayLike,
     grid: LatLonGrid,
     *,
     kind: Literal["density", "log_density", "similarity", "logit"] = "density",
     angle_units: Literal["degrees", "radians"] = "degrees",
     leading_dim: str = "sample",
     attrs: dict[str, Any] | None = None,
-) -> Any:
+) -> xr.DataArray:
     """Resample values given on any lat/lon product grid onto a :class:`LatLonGrid`.
 
     Internal grids (Gauss–Legendre latitude rows, longitudes in 0..2π, ascending
@@ -241,7 +245,7 @@ _EXPORT: dict[str, dict[str, Any]] = {
 }
 
 
-def _export_values(da: Any, kind: str | None) -> tuple[Any, str]:
+def _export_values(da: xr.DataArray, kind: str | None) -> tuple[xr.DataArray, str]:
     """The field converted to the kind written to disk (density by default)."""
     parts = field_parts(da)
     probability = parts.kind in ("mass", "density", "log_density")
@@ -260,7 +264,7 @@ def _export_values(da: Any, kind: str | None) -> tuple[Any, str]:
 
 
 def to_geotiff(
-    da: Any,
+    da: xr.DataArray,
     path: str | os.PathLike,
     *,
     kind: Literal["density", "mass"] | None = None,
@@ -339,17 +343,17 @@ def to_geotiff(
     comp = str(compress).lower()
     if comp not in _COMPRESS:
         raise ValueError(f"compress must be one of {sorted(_COMPRESS)}; got {compress!r}.")
-    out, kind = _export_values(da, kind)
+    out, written_kind = _export_values(da, kind)
     if qml and not overwrite:  # refuse before writing anything, not after the raster
         check_writable(Path(path).with_suffix(".qml"), overwrite)
-    spec = _EXPORT[kind]
+    spec = _EXPORT[written_kind]
     parts = field_parts(out, dtype=np.float32)
     data = parts.values.copy()
     if not math.isnan(nodata):
         data[np.isnan(data)] = nodata
     q, h, w = data.shape
     tags = {_tag_key(k): str(v) for k, v in provenance(dict(da.attrs)).items()}
-    tags.update(field_kind=kind, units=spec["units"], resampling=spec["resampling"],
+    tags.update(field_kind=written_kind, units=spec["units"], resampling=spec["resampling"],
                 value_meaning=spec["meaning"],
                 long_name=str(out.attrs.get("long_name", "")), geodiffloc_version=__version__)
     if parts.leading_dim is not None:
@@ -373,7 +377,8 @@ def to_geotiff(
             ds.write(data)
             ds.update_tags(**tags)
             for b in range(q):
-                label = _band_label(parts.leading_dim, labels[b], str(da.name or kind))
+                label = _band_label(parts.leading_dim, labels[b],
+                                    str(da.name or written_kind))
                 ds.set_band_description(b + 1, label)
                 ds.set_band_unit(b + 1, spec["units"])
                 band_tags = {"units": spec["units"], "resampling": spec["resampling"]}
@@ -387,7 +392,7 @@ def to_geotiff(
     if qml:
         from .qgis_style import write_qml
 
-        write_qml(Path(path).with_suffix(".qml"), data[0], kind=kind, units=spec["units"],
+        write_qml(Path(path).with_suffix(".qml"), data[0], kind=written_kind, units=spec["units"],
                   overwrite=overwrite)
     return Path(path)
 
@@ -426,7 +431,7 @@ def _grid_from_dataset(ds: Any, path: Path) -> LatLonGrid:
     return grid
 
 
-def read_geotiff(path: str | os.PathLike, *, kind: str | None = None) -> Any:
+def read_geotiff(path: str | os.PathLike, *, kind: str | None = None) -> xr.DataArray:
     """Read a GeoTIFF (ours or any EPSG:4326 raster) back as a field on the grid contract.
 
     Parameters
