@@ -22,13 +22,13 @@ def add_parser(subparsers: Any) -> None:
         help="probability of a field raster inside each polygon of a vector file",
         description=paragraph(
             "Sum a probability raster (GeoTIFF in EPSG:4326, e.g. from --raster or locate) "
-            "over each polygon of a vector file (any CRS) with sub-cell accuracy; writes the "
+            "over each polygon of a vector file (any CRS) with exact cell coverage; writes the "
             "polygons plus one probability column per band, named after the band."),
         formatter_class=HelpFormatter,
         epilog=examples(
             "geodiffloc zonal out/probability.tif districts.shp -o districts_prob.gpkg",
             "geodiffloc zonal out/probability.tif admin.gpkg --layer provinces -o prov.gpkg",
-            "geodiffloc zonal field.tif countries.geojson -o per_country.parquet --supersample 16",
+            "geodiffloc zonal field.tif countries.geojson -o per_country.parquet --column p",
         ),
     )
     zonal.add_argument("field", type=Path, help="probability raster (GeoTIFF, EPSG:4326)")
@@ -37,8 +37,8 @@ def add_parser(subparsers: Any) -> None:
                        help="output vector file (.gpkg, .geojson, .parquet, .shp)")
     zonal.add_argument("--layer", default=None, help="layer of the polygon file to read")
     zonal.add_argument("--column", default="prob", help="probability column name (default prob)")
-    zonal.add_argument("--supersample", type=int, default=8,
-                       help="sub-points per cell side on polygon edges (default 8)")
+    zonal.add_argument("--supersample", type=int, default=None,
+                       help="deprecated and ignored: cell coverage is exact")
     zonal.add_argument("--overwrite", action="store_true", help="replace an existing output")
     zonal.set_defaults(func=_zonal)
 

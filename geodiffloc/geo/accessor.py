@@ -117,7 +117,7 @@ class GeolocAccessor:
         *,
         column: str = "prob",
         layout: Literal["wide", "long"] = "wide",
-        supersample: int = 8,
+        supersample: int | None = None,
         progress: bool | None = None,
     ) -> gpd.GeoDataFrame:
         """Probability per polygon; see :func:`geodiffloc.geo.zonal_probability`."""
