@@ -80,6 +80,9 @@ def top_cells(da: xr.DataArray, k: int = 10) -> gpd.GeoDataFrame:
 class GeolocAccessor:
     """GIS methods on a field DataArray: ``da.geoloc.to_geotiff(...)``, ``.zonal(...)``, ...
 
+    Works on fields built by geodiffloc and on what ``rioxarray.open_rasterio`` returns
+    (``(band, y, x)``; other CRSs are reprojected to EPSG:4326 with a warning).
+
     Examples
     --------
     >>> from geodiffloc.sphere import LatLonGrid
