@@ -93,13 +93,13 @@ def as_latlon_field(da: Any) -> Any:
     if not isinstance(da, xr.DataArray) or da.ndim not in (2, 3):
         return da
     names = tuple(da.dims[-2:])
-    if names == ("lat", "lon") and da.ndim == 2:
+    if names == ("lat", "lon"):  # the grid contract already (ours, or read_geotiff's)
         return da
     if names not in _XY_NAMES and names[::-1] not in _XY_NAMES:
         return da
     import rioxarray  # noqa: F401  (registers .rio)
 
-    if names in (("x", "y"), ("lon", "lat"), ("longitude", "latitude")):
+    if names in (("x", "y"), ("lon", "lat"), ("longitude", "latitude")):  # transposed
         da = da.transpose(*da.dims[:-2], names[1], names[0])
         names = names[::-1]
     crs = da.rio.crs if names == ("y", "x") else None

@@ -73,6 +73,8 @@ def test_other_crs_is_reprojected_with_a_warning(tmp_path, query_field):
 def test_xy_names_without_band_and_a_file_without_field_kind(query_field):
     plain = query_field.isel(query=0).rename(lat="y", lon="x")
     np.testing.assert_allclose(plain.geoloc.to_mass().values, query_field.values[0])
+    flipped = query_field.isel(query=0).transpose("lon", "lat")
+    np.testing.assert_allclose(flipped.geoloc.to_mass().values, query_field.values[0])
     bare = plain.copy()
     bare.attrs = {}
     with pytest.raises(ValueError, match="field_kind"):
