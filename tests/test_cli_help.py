@@ -7,7 +7,8 @@ import shlex
 import pytest
 
 
-@pytest.mark.parametrize("command", ["locate", "zonal", "regions", "train", "evaluate"])
+@pytest.mark.parametrize("command", ["locate", "zonal", "regions", "train", "evaluate",
+                                     "versions"])
 def test_help_ends_with_runnable_examples(command, capsys):
     from geodiffloc.cli.main import main
 
@@ -29,5 +30,6 @@ def test_help_ends_with_runnable_examples(command, capsys):
 
     parser = build_parser()
     for ex in examples:
-        args = parser.parse_args(shlex.split(ex.removeprefix("geodiffloc ")))
+        command_line = ex.split(" > ")[0]  # a shell redirection is not an argument
+        args = parser.parse_args(shlex.split(command_line.removeprefix("geodiffloc ")))
         assert args.command == command
