@@ -45,3 +45,16 @@ def test_lightnings_own_bar_would_write_to_stdout(tmp_path, capfd):
     _fit([TQDMProgressBar()], tmp_path)
     out, _ = capfd.readouterr()
     assert "Epoch 0" in out
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_trainer_of_the_train_api_uses_the_stderr_bar(tmp_path, enabled):
+    from geodiffloc.train.api import _trainer
+    from geodiffloc.train.config import load_config
+    from geodiffloc.train.progress import StderrProgressBar
+
+    cfg = load_config({"family": "locdiff", "data": {"source": "arrays", "path": "x.npz"},
+                       "trainer": {"enable_progress_bar": enabled, "accelerator": "cpu"}})
+    trainer, _ = _trainer(cfg, tmp_path, None, [])
+    bars = [cb for cb in trainer.callbacks if isinstance(cb, pl.callbacks.ProgressBar)]
+    assert [type(b) for b in bars] == ([StderrProgressBar] if enabled else [])

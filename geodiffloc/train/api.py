@@ -221,8 +221,8 @@ def _trainer(cfg: dict[str, Any], out: Path, monitor: str | None, callbacks: lis
     elif kind == "tensorboard":
         logger = pl.loggers.TensorBoardLogger(out, name="logs")
     cbs = [ckpt, *callbacks]
-    if t["enable_progress_bar"] and not any(isinstance(cb, pl.callbacks.ProgressBar)
-                                            for cb in cbs):
+    has_bar = any(isinstance(cb, pl.callbacks.ProgressBar) for cb in cbs)
+    if t.get("enable_progress_bar", True) and not has_bar:
         from .progress import StderrProgressBar
 
         cbs.append(StderrProgressBar())  # results go to stdout, progress to stderr
