@@ -69,14 +69,17 @@ def test_geotiff_has_one_band_per_query(run):
         assert ds.crs.to_epsg() == 4326
         assert (ds.width, ds.height) == (180, 90)  # 2-degree cells
         assert ds.transform.a == pytest.approx(2.0) and ds.transform.c == pytest.approx(-180.0)
+        area = LatLonGrid.global_(2.0).cell_area_km2()[:, None]
         for b, q in enumerate(QUERIES, start=1):
             assert q in ds.descriptions[b - 1]
-            band = ds.read(b).astype(np.float64)
+            band = ds.read(b).astype(np.float64)  # density per km2: survives gdalwarp
             assert band.min() >= 0.0
-            assert band.sum() == pytest.approx(1.0, abs=1e-4)  # cell masses of one query
-            np.testing.assert_allclose(band, res.field.values[b - 1], rtol=1e-5, atol=1e-9)
+            assert (band * area).sum() == pytest.approx(1.0, abs=1e-4)
+            np.testing.assert_allclose(band * area, res.field.values[b - 1], rtol=1e-5,
+                                       atol=1e-9)
         info = ds.tags()
-    assert info["field_kind"] == "mass"
+        assert ds.units[0] == "km-2"
+    assert info["field_kind"] == "density"
     # a Cloud-Optimized GeoTIFF is tiled and has the COG layout marker
     with rasterio.open(out / "probability.tif") as ds:
         assert ds.profile.get("tiled") or ds.block_shapes[0] != (1, ds.width)
@@ -92,6 +95,8 @@ def test_geopackage_has_one_point_per_query(run):
     np.testing.assert_allclose(gdf.geometry.y, gdf["lat"])
     assert gdf["lat"].between(-90, 90).all() and gdf["lon"].between(-180, 180).all()
     assert gdf["confidence"].between(0, 1).all()
+    # at sea the country is NULL (None), never an empty string posing as a name
+    assert not (gdf["country"] == "").any() and not (gdf["iso_a3"] == "").any()
 
 
 def test_prediction_sits_on_a_high_probability_cell(run):
@@ -112,7 +117,7 @@ def test_prediction_country_contains_the_point(run):
     world = countries("10m")
     for _, row in res.predictions.iterrows():
         pt = shapely.Point(row["lon"], row["lat"])
-        if row["country"]:
+        if pd.notna(row["country"]):
             poly = world.loc[world["name"] == row["country"], "geometry"].union_all()
             # inside, or a coastal point snapped to the nearest country (< 50 km ~ 0.5 deg)
             assert poly.distance(pt) < 0.6, row["country"]
@@ -179,7 +184,7 @@ def test_one_existing_target_blocks_all_and_overwrite_replaces(tiny, tmp_path):
     res = locate(["Lyon"], model=model, encoder=enc, out_dir=tmp_path, resolution=5.0,
                  overwrite=True, **FAST)
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
-    assert len(res.paths) == 4
+    assert len(res.paths) == len(OUTPUT_FILES)
 
 
 def test_reproducible_and_loads_a_checkpoint_path(tiny):
@@ -306,3 +311,18 @@ def test_samples_each_query_once_and_field_matches_its_samples(tiny, monkeypatch
     direct = model.shdd.field(seen["coeffs"][1], resolution=5.0).values.mean(0)
     np.testing.assert_allclose(res.field.values[1], direct / direct.sum(), rtol=1e-5,
                                atol=1e-9)
+
+
+def test_top_countries_are_ranked_from_one_without_the_no_country_row():
+    table = pd.DataFrame({
+        "query": ["a", "a", "a", "b", "b", "b"],
+        "rank": [1, 2, 3, 1, 2, 3],
+        "country": [NO_COUNTRY, "Norway", "Sweden", "Japan", NO_COUNTRY, "China"],
+        "iso_a3": ["", "NOR", "SWE", "JPN", "", "CHN"],
+        "probability": [0.5, 0.3, 0.2, 0.6, 0.3, 0.1],
+    })
+    res = LocateResult(predictions=None, field=None, countries=table)
+    top = res.top_countries(2)
+    assert top["country"].tolist() == ["Norway", "Sweden", "Japan", "China"]
+    assert top["rank"].tolist() == [1, 2, 1, 2]
+    assert table["rank"].tolist() == [1, 2, 3, 1, 2, 3]  # the full table keeps its ranks

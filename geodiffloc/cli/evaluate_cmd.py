@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ._help import examples
+
 __all__ = ["add_parser", "run"]
 
 _DESCRIPTION = """\
@@ -24,6 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="accuracy at 1/25/200/750/2500 km, median error, GeoScore of predictions",
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples(
+            "geodiffloc evaluate out/predictions.gpkg truth.csv --id-column query",
+            "geodiffloc evaluate preds.csv truth.csv --by continent -o accuracy.md",
+            "geodiffloc evaluate preds.parquet truth.gpkg --plot errors.png --intersection",
+        ),
     )
     p.add_argument("predictions", type=Path, help="predicted locations (CSV/GPKG/GeoParquet)")
     p.add_argument("truth", type=Path, help="true locations (CSV/GPKG/GeoParquet)")

@@ -12,15 +12,24 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ._help import HelpFormatter, examples, paragraph
+
 
 def add_parser(subparsers: Any) -> None:
     """Register the ``zonal`` and ``regions`` subcommands."""
     zonal = subparsers.add_parser(
         "zonal",
         help="probability of a field raster inside each polygon of a vector file",
-        description="Sum a probability raster (GeoTIFF in EPSG:4326, e.g. from --raster) "
-        "over each polygon of a vector file (any CRS) with sub-cell accuracy; writes the "
-        "polygons plus one probability column per band.",
+        description=paragraph(
+            "Sum a probability raster (GeoTIFF in EPSG:4326, e.g. from --raster or locate) "
+            "over each polygon of a vector file (any CRS) with exact cell coverage; writes the "
+            "polygons plus one probability column per band, named after the band."),
+        formatter_class=HelpFormatter,
+        epilog=examples(
+            "geodiffloc zonal out/probability.tif districts.shp -o districts_prob.gpkg",
+            "geodiffloc zonal out/probability.tif admin.gpkg --layer provinces -o prov.gpkg",
+            "geodiffloc zonal field.tif countries.geojson -o per_country.parquet --column p",
+        ),
     )
     zonal.add_argument("field", type=Path, help="probability raster (GeoTIFF, EPSG:4326)")
     zonal.add_argument("polygons", type=Path, help="polygons (GeoPackage, shapefile, ...)")
@@ -28,16 +37,23 @@ def add_parser(subparsers: Any) -> None:
                        help="output vector file (.gpkg, .geojson, .parquet, .shp)")
     zonal.add_argument("--layer", default=None, help="layer of the polygon file to read")
     zonal.add_argument("--column", default="prob", help="probability column name (default prob)")
-    zonal.add_argument("--supersample", type=int, default=8,
-                       help="sub-points per cell side on polygon edges (default 8)")
+    zonal.add_argument("--supersample", type=int, default=None,
+                       help="deprecated and ignored: cell coverage is exact")
     zonal.add_argument("--overwrite", action="store_true", help="replace an existing output")
     zonal.set_defaults(func=_zonal)
 
     regions = subparsers.add_parser(
         "regions",
         help="highest-density credible regions of a field raster as polygons",
-        description="Turn a probability raster into highest-density credible regions "
-        "(one (multi)polygon per band and level, with geodesic area in km²).",
+        description=paragraph(
+            "Turn a probability raster into highest-density credible regions "
+            "(one (multi)polygon per band and level, with geodesic area in km²)."),
+        formatter_class=HelpFormatter,
+        epilog=examples(
+            "geodiffloc regions out/probability.tif -o regions.gpkg",
+            "geodiffloc regions out/probability.tif --levels 0.5 0.9 -o regions.geojson",
+            "geodiffloc regions field.tif --levels 0.95 -o search_area.shp --overwrite",
+        ),
     )
     regions.add_argument("field", type=Path, help="probability raster (GeoTIFF, EPSG:4326)")
     regions.add_argument("--levels", type=float, nargs="+", default=[0.5, 0.9, 0.95],

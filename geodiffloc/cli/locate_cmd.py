@@ -13,8 +13,11 @@ once on first use (a few minutes on a CPU, offline) and cached.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
+
+from ._help import HelpFormatter, examples, paragraph
 
 
 def add_parser(subparsers: Any) -> None:
@@ -23,10 +26,20 @@ def add_parser(subparsers: Any) -> None:
         "locate",
         help="geolocate place descriptions or images; write GeoTIFF, GeoPackage, map, "
         "per-country CSV",
-        description="Geolocate inputs with LocDiff and write predictions.gpkg (points), "
-        "probability.tif (COG, one band per input), map.png and countries.csv "
-        "(per-country probabilities) to OUT_DIR. Without --model the built-in offline "
-        "place-description model is used (trained and cached on first use).",
+        description=paragraph(
+            "Geolocate inputs with LocDiff and write predictions.gpkg (points), "
+            "probability.tif (COG, one band per input, density per km²) with its QGIS "
+            "style probability.qml, map.png and countries.csv (per-country probabilities) "
+            "to OUT_DIR. Without --model the built-in offline place-description model is "
+            "used (trained and cached on first use). Results go to stdout, progress to "
+            "stderr."),
+        formatter_class=HelpFormatter,
+        epilog=examples(
+            "geodiffloc locate -o out/",
+            'geodiffloc locate "a fishing harbour in northern Norway" "Kyoto temple" -o out/',
+            "geodiffloc locate photos/*.jpg --model my_locdiff.safetensors -o out/ "
+            "--sampler dpm++",
+        ),
     )
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="place descriptions (or image paths with an image model); default: "
@@ -56,7 +69,7 @@ def _print_result(res: Any, k: int = 3) -> None:
     top = res.top_countries(k)
     for _, row in res.predictions.iterrows():
         q = row["query"]
-        where = row["country"] or "(at sea)"
+        where = row["country"] if isinstance(row["country"], str) else "(at sea)"  # NULL
         print(f"\n{q}")
         print(f"  prediction: {row['lat']:8.3f}, {row['lon']:9.3f}  {where}  "
               f"(confidence {row['confidence']:.2f})")
@@ -70,7 +83,7 @@ def _locate(args: argparse.Namespace) -> int:
 
     inputs = list(args.inputs) or list(EXAMPLE_QUERIES)
     if not args.inputs:
-        print("no inputs given: geolocating the built-in examples")
+        print("no inputs given: geolocating the built-in examples", file=sys.stderr)
     if args.model is not None and args.retrain_default:
         raise ValueError("--retrain-default only applies to the built-in model; drop --model.")
     res = locate(

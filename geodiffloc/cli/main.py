@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from .._version import __version__
+from ._help import HelpFormatter, examples
 
 COMMAND_MODULES: list[str] = [
     "geodiffloc.cli.evaluate_cmd",
@@ -29,7 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"geodiffloc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    versions = sub.add_parser("versions", help="print versions of geodiffloc and dependencies")
+    versions = sub.add_parser(
+        "versions", help="print versions of geodiffloc and dependencies",
+        formatter_class=HelpFormatter,
+        epilog=examples("geodiffloc versions", "geodiffloc versions > versions.txt"),
+    )
     versions.set_defaults(func=_versions)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ._help import examples
+
 __all__ = ["add_parser", "run"]
 
 _DESCRIPTION = """\
@@ -14,12 +16,13 @@ arrays), on a CSV / photo folder encoded first, or on the offline gazetteer text
 as described by a YAML config (copy one from configs/ and edit it). Checkpoints of the
 best and the last epoch go to OUT/checkpoints, logs to OUT/logs, and the trained model
 to OUT/model.safetensors, which loads with LocDiff.load / GeoCLIP.load.
-
-Examples:
-  geodiffloc train locdiff --config configs/locdiff_gazetteer.yaml --out runs/ld
-  geodiffloc train locdiff --config configs/locdiff_gazetteer.yaml --out runs/ld \\
-      --resume runs/ld/checkpoints/last.ckpt --max-epochs 20
 """
+_EXAMPLES = examples(
+    "geodiffloc train locdiff --config configs/locdiff_gazetteer.yaml --out runs/ld",
+    "geodiffloc train locdiff --config configs/locdiff_gazetteer.yaml --out runs/ld \\\n"
+    "      --resume runs/ld/checkpoints/last.ckpt --max-epochs 20",
+    "geodiffloc train geoclip --config my_geoclip.yaml --accelerator gpu --devices 2",
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,6 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="train LocDiff or GeoCLIP from a YAML config (Lightning: CPU/GPU/DDP)",
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EXAMPLES,
     )
     p.add_argument("family", choices=("locdiff", "geoclip"), help="model family")
     p.add_argument("--config", "-c", type=Path, required=True, help="YAML training config")

@@ -2,15 +2,124 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..sphere import FIELD_KINDS, LatLonGrid
 
+if TYPE_CHECKING:
+    import xarray as xr
+
 #: attrs written by LatLonGrid.to_dataarray itself (not provenance)
 GRID_ATTRS = ("units", "long_name", "field_kind", "grid_resolution_deg")
+#: attrs rioxarray/GDAL put on a raster read from a file: encoding, not provenance
+_FILE_ATTRS = ("scale_factor", "add_offset", "_FillValue", "AREA_OR_POINT", "resampling",
+               "value_meaning", "leading_dim", "geodiffloc_version", "STATISTICS_MAXIMUM",
+               "STATISTICS_MEAN", "STATISTICS_MINIMUM", "STATISTICS_STDDEV",
+               "STATISTICS_VALID_PERCENT")
+#: spatial dim names other tools use, as (y, x)
+_XY_NAMES = (("y", "x"), ("latitude", "longitude"), ("lat", "lon"))
+#: how a kind is resampled when a raster is reprojected to EPSG:4326
+_WARP_RESAMPLING = {"mass": "sum", "density": "bilinear", "log_density": "bilinear",
+                    "similarity": "bilinear", "logit": "bilinear"}
+
+
+def _band_labels(da: xr.DataArray, lead: str) -> np.ndarray:
+    """Band labels of a raster read by rioxarray: our band descriptions, else band numbers."""
+    desc = da.attrs.get("long_name")
+    n = da.sizes[lead]
+    if not (isinstance(desc, tuple | list) and len(desc) == n):
+        return np.asarray(da[lead].values) if lead in da.coords else np.arange(n)
+    name = da.attrs.get("leading_dim", "")
+    labels: list[Any] = [str(d).removeprefix(f"{name}=") if name else str(d) for d in desc]
+    if all(lab.lstrip("-").isdigit() for lab in labels):
+        return np.asarray([int(lab) for lab in labels])
+    return np.asarray(labels, dtype=object)
+
+
+def _reproject_to_4326(da: xr.DataArray) -> xr.DataArray:
+    from rasterio.enums import Resampling
+
+    kind = da.attrs.get("field_kind")
+    how = _WARP_RESAMPLING.get(str(kind), "bilinear")
+    warnings.warn(
+        f"the field is in {da.rio.crs.to_string()}, not EPSG:4326: reprojecting it with "
+        f"da.rio.reproject('EPSG:4326', resampling={how}). Reproject it yourself to choose "
+        "the resolution and resampling.", UserWarning, stacklevel=4,
+    )
+    from affine import Affine
+    from rasterio.warp import calculate_default_transform
+
+    # square cells in degrees (the grid contract has one resolution) inside the globe
+    transform, _, _ = calculate_default_transform(
+        da.rio.crs, "EPSG:4326", da.rio.width, da.rio.height, *da.rio.bounds())
+    west, south, east, north = da.rio.transform_bounds("EPSG:4326")
+    west, east = max(west, -180.0), min(east, 180.0)
+    south, north = max(south, -90.0), min(north, 90.0)
+    n_lon = max(2, round((east - west) / min(abs(transform.a), abs(transform.e))))
+    res = (east - west) / n_lon
+    n_lat = max(2, int((north - south) / res + 1e-9))
+    return da.rio.reproject("EPSG:4326", shape=(n_lat, n_lon),
+                            transform=Affine(res, 0.0, west, 0.0, -res, north),
+                            resampling=Resampling[how])
+
+
+def _decode(da: xr.DataArray) -> xr.DataArray:
+    """Nodata -> NaN and scale/offset applied, for arrays opened with mask_and_scale=False."""
+    nodata = da.attrs.get("_FillValue", da.encoding.get("_FillValue"))
+    scale = float(da.attrs.get("scale_factor", 1.0))
+    offset = float(da.attrs.get("add_offset", 0.0))
+    values = da.values.astype(np.float64)
+    if nodata is not None and not np.isnan(nodata):
+        values[values == nodata] = np.nan
+    return da.copy(data=values * scale + offset)
+
+
+def as_latlon_field(da: Any) -> Any:
+    """Bring a raster in rioxarray's layout onto the grid contract's dims.
+
+    ``rioxarray.open_rasterio`` returns ``(band, y, x)`` with ``x``/``y`` coordinates;
+    other tools use ``latitude``/``longitude``. Such arrays get ``lat``/``lon`` dims, a
+    single band is dropped, several become the leading dim (named by the file's
+    ``leading_dim`` tag and labelled by the band descriptions when written by
+    geodiffloc). A raster in another CRS is reprojected to EPSG:4326 with a warning.
+    Anything else is returned unchanged (and judged by :func:`field_parts`).
+    """
+    import xarray as xr
+
+    if not isinstance(da, xr.DataArray) or da.ndim not in (2, 3):
+        return da
+    names = tuple(da.dims[-2:])
+    if names == ("lat", "lon"):  # the grid contract already (ours, or read_geotiff's)
+        return da
+    if names not in _XY_NAMES and names[::-1] not in _XY_NAMES:
+        return da
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    if names in (("x", "y"), ("lon", "lat"), ("longitude", "latitude")):  # transposed
+        da = da.transpose(*da.dims[:-2], names[1], names[0])
+        names = names[::-1]
+    crs = da.rio.crs if names == ("y", "x") else None
+    if crs is not None and crs.to_epsg() != 4326:
+        da = _reproject_to_4326(da)
+    da = _decode(da)
+    if names != ("lat", "lon"):
+        da = da.rename({names[0]: "lat", names[1]: "lon"})
+    if da.ndim == 3:
+        lead = str(da.dims[0])
+        if lead == "band" and da.sizes[lead] == 1:
+            da = da.isel(band=0, drop=True)
+        elif lead == "band":
+            new = str(da.attrs.get("leading_dim") or "band")
+            da = da.assign_coords(band=_band_labels(da, "band")).rename(band=new)
+    if da.attrs.get("field_kind") in FIELD_KINDS:
+        band_tag = da.attrs.get("leading_dim")  # band 1's own tag, read as a dataset attr
+        keep = {k: v for k, v in da.attrs.items() if k not in _FILE_ATTRS and k != band_tag}
+        da.attrs = {**keep, **FIELD_KINDS[da.attrs["field_kind"]]}
+    return da
 
 
 @dataclass(frozen=True)
@@ -44,6 +153,7 @@ def field_parts(da: Any, *, dtype: Any = np.float64) -> FieldParts:
     """
     import xarray as xr
 
+    da = as_latlon_field(da)
     if not isinstance(da, xr.DataArray):
         raise ValueError(
             f"expected an xarray.DataArray field; got {type(da).__name__}. Build fields with "
@@ -74,7 +184,9 @@ def field_parts(da: Any, *, dtype: Any = np.float64) -> FieldParts:
 
 def provenance(attrs: dict[str, Any]) -> dict[str, Any]:
     """The provenance part of a field's attrs (everything the grid builder did not set)."""
-    return {k: v for k, v in attrs.items() if k not in GRID_ATTRS}
+    band_tag = attrs.get("leading_dim")  # band 1's label tag, when read by rioxarray
+    return {k: v for k, v in attrs.items()
+            if k not in GRID_ATTRS and k not in _FILE_ATTRS and k != band_tag}
 
 
 def rewrap(da: Any, parts: FieldParts, values: np.ndarray, kind: str) -> Any:

@@ -6,20 +6,26 @@ that array, so a field edited in place is never served stale results.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import xarray as xr
 
 from ._field import field_parts, masses
 
+if TYPE_CHECKING:
+    import folium
+    import geopandas as gpd
+    from matplotlib.axes import Axes
+
 __all__ = ["GeolocAccessor", "top_cells"]
 
 
-def top_cells(da: Any, k: int = 10) -> Any:
+def top_cells(da: xr.DataArray, k: int = 10) -> gpd.GeoDataFrame:
     """The ``k`` most probable cells of each query as points (cell centres).
 
     Parameters
@@ -74,6 +80,9 @@ def top_cells(da: Any, k: int = 10) -> Any:
 class GeolocAccessor:
     """GIS methods on a field DataArray: ``da.geoloc.to_geotiff(...)``, ``.zonal(...)``, ...
 
+    Works on fields built by geodiffloc and on what ``rioxarray.open_rasterio`` returns
+    (``(band, y, x)``; other CRSs are reprojected to EPSG:4326 with a warning).
+
     Examples
     --------
     >>> from geodiffloc.sphere import LatLonGrid
@@ -88,25 +97,45 @@ class GeolocAccessor:
     def __init__(self, da: xr.DataArray) -> None:
         self._da = da
 
-    def to_geotiff(self, path: str | os.PathLike, **kwargs: Any) -> Path:
-        """Write as GeoTIFF; see :func:`geodiffloc.geo.to_geotiff`."""
+    def to_geotiff(
+        self,
+        path: str | os.PathLike,
+        *,
+        kind: Literal["density", "mass"] | None = None,
+        driver: Literal["COG", "GTiff"] = "COG",
+        compress: str = "deflate",
+        overwrite: bool = True,
+        nodata: float = math.nan,
+        qml: bool = True,
+    ) -> Path:
+        """Write as GeoTIFF (km⁻² densities by default); see :func:`~geodiffloc.geo.to_geotiff`."""
         from .raster import to_geotiff
 
-        return to_geotiff(self._da, path, **kwargs)
+        return to_geotiff(self._da, path, kind=kind, driver=driver, compress=compress,
+                          overwrite=overwrite, nodata=nodata, qml=qml)
 
-    def zonal(self, polygons: Any, **kwargs: Any) -> Any:
+    def zonal(
+        self,
+        polygons: gpd.GeoDataFrame | gpd.GeoSeries,
+        *,
+        column: str = "prob",
+        layout: Literal["wide", "long"] = "wide",
+        supersample: int | None = None,
+        progress: bool | None = None,
+    ) -> gpd.GeoDataFrame:
         """Probability per polygon; see :func:`geodiffloc.geo.zonal_probability`."""
         from .zonal import zonal_probability
 
-        return zonal_probability(self._da, polygons, **kwargs)
+        return zonal_probability(self._da, polygons, column=column, layout=layout,
+                                 supersample=supersample, progress=progress)
 
-    def credible_regions(self, levels: Sequence[float] = (0.5, 0.9, 0.95)) -> Any:
+    def credible_regions(self, levels: Sequence[float] = (0.5, 0.9, 0.95)) -> gpd.GeoDataFrame:
         """Highest-density regions; see :func:`geodiffloc.geo.credible_regions`."""
         from .regions import credible_regions
 
         return credible_regions(self._da, levels)
 
-    def top(self, k: int = 10) -> Any:
+    def top(self, k: int = 10) -> gpd.GeoDataFrame:
         """The k most probable cells per query; see :func:`top_cells`."""
         return top_cells(self._da, k)
 
@@ -122,14 +151,46 @@ class GeolocAccessor:
 
         return to_density(self._da)
 
-    def plot(self, **kwargs: Any) -> Any:
-        """Static world map; see :func:`geodiffloc.geo.plot_field`."""
+    def plot(
+        self,
+        *,
+        points: Any = None,
+        truth: Any = None,
+        log: bool = False,
+        ax: Axes | None = None,
+        index: int = 0,
+        density: bool = True,
+        borders: str | None = "lowres",
+        cmap: str = "magma",
+        title: str | None = None,
+        points_label: str = "prediction",
+    ) -> Axes:
+        """Static world map; see :func:`geodiffloc.geo.plot_field`.
+
+        ``points``/``truth``: ``(n, 2)`` lat/lon arrays or point GeoDataFrames.
+        """
         from .plot import plot_field
 
-        return plot_field(self._da, **kwargs)
+        return plot_field(self._da, points=points, truth=truth, log=log, ax=ax, index=index,
+                          density=density, borders=borders, cmap=cmap, title=title,
+                          points_label=points_label)
 
-    def interactive_map(self, points: Any = None, **kwargs: Any) -> Any:
-        """Folium map; see :func:`geodiffloc.geo.interactive_map`."""
+    def interactive_map(
+        self,
+        points: Any = None,
+        *,
+        truth: Any = None,
+        index: int = 0,
+        log: bool = False,
+        density: bool = True,
+        cmap: str = "magma",
+        opacity: float = 0.65,
+        regions: gpd.GeoDataFrame | None = None,
+        points_label: str = "prediction",
+    ) -> folium.Map:
+        """Folium map with a colour legend; see :func:`geodiffloc.geo.interactive_map`."""
         from .plot import interactive_map
 
-        return interactive_map(self._da, points, **kwargs)
+        return interactive_map(self._da, points, truth=truth, index=index, log=log,
+                               density=density, cmap=cmap, opacity=opacity, regions=regions,
+                               points_label=points_label)

@@ -16,9 +16,13 @@ from __future__ import annotations
 import functools
 import importlib.util
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    from numpy.typing import ArrayLike
 
 __all__ = ["continent_of", "countries", "country_of"]
 
@@ -93,7 +97,7 @@ def _load(scale: str) -> Any:
     return gdf
 
 
-def countries(scale: Scale = "10m") -> Any:
+def countries(scale: Scale = "10m") -> gpd.GeoDataFrame:
     """Natural Earth admin-0 country polygons, from offline package data.
 
     Parameters
@@ -130,8 +134,8 @@ def countries(scale: Scale = "10m") -> Any:
 
 
 def country_of(
-    lat: Any,
-    lon: Any,
+    lat: ArrayLike,
+    lon: ArrayLike,
     *,
     scale: Scale = "10m",
     column: str = "name",
@@ -202,7 +206,7 @@ def country_of(
 
 
 def continent_of(
-    lat: Any, lon: Any, *, scale: Scale = "10m", max_km: float = 50.0
+    lat: ArrayLike, lon: ArrayLike, *, scale: Scale = "10m", max_km: float = 50.0
 ) -> np.ndarray:
     """The Natural Earth continent of each point (see :func:`country_of`).
 

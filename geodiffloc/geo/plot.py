@@ -7,13 +7,19 @@ the raster is drawn in plate carrée (lon/lat), the field's own CRS.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._optional import require
 from ..sphere import FIELD_KINDS
 from ._field import FieldParts, field_parts, masses
+
+if TYPE_CHECKING:
+    import folium
+    import geopandas as gpd
+    import xarray as xr
+    from matplotlib.axes import Axes
 
 __all__ = ["interactive_map", "plot_field"]
 
@@ -69,7 +75,7 @@ def _extent(parts: FieldParts) -> tuple[float, float, float, float]:
 
 
 def plot_field(
-    da: Any,
+    da: xr.DataArray,
     *,
     points: Any = None,
     truth: Any = None,
@@ -80,7 +86,8 @@ def plot_field(
     borders: str | None = "lowres",
     cmap: str = "magma",
     title: str | None = None,
-) -> Any:
+    points_label: str = "prediction",
+) -> Axes:
     """Static world map of a field with country borders and prediction/truth points.
 
     Parameters
@@ -102,6 +109,9 @@ def plot_field(
         Natural Earth scale for borders (``"lowres"``, ``"10m"``) or None.
     cmap, title
         Colour map and title.
+    points_label
+        Legend label of ``points`` (e.g. ``"reference place"`` when they are not
+        predictions).
 
     Returns
     -------
@@ -137,7 +147,7 @@ def plot_field(
     if borders:
         _draw_borders(ax, borders, west, east)
     for pts, style in ((points, dict(marker="o", s=30, facecolor="none", edgecolor="cyan",
-                                     linewidth=1.5, label="prediction")),
+                                     linewidth=1.5, label=points_label)),
                        (truth, dict(marker="*", s=160, color="lime", edgecolor="black",
                                     linewidth=0.8, label="truth"))):
         if pts is not None:
@@ -173,7 +183,7 @@ def _draw_borders(ax: Any, scale: str, west: float, east: float) -> None:
 
 
 def interactive_map(
-    da: Any,
+    da: xr.DataArray,
     points: Any = None,
     *,
     truth: Any = None,
@@ -182,8 +192,13 @@ def interactive_map(
     density: bool = True,
     cmap: str = "magma",
     opacity: float = 0.65,
-) -> Any:
-    """Interactive folium map: the field as an image overlay plus prediction/truth markers.
+    regions: gpd.GeoDataFrame | None = None,
+    points_label: str = "prediction",
+) -> folium.Map:
+    """Interactive folium map: the field, a colour legend, markers and credible regions.
+
+    One layer control lists the field, the markers and the regions; the colour legend
+    (a branca colour bar) gives the field's unit and scale.
 
     Parameters
     ----------
@@ -196,6 +211,11 @@ def interactive_map(
         As in :func:`plot_field`.
     opacity
         Overlay opacity; cells with zero or missing value are transparent.
+    regions
+        Polygons to outline, e.g. :func:`credible_regions` output (any CRS); a
+        ``level`` column, if present, labels each outline in its tooltip.
+    points_label
+        Layer name and popup label of ``points``.
 
     Returns
     -------
@@ -215,7 +235,8 @@ def interactive_map(
     >>> g = LatLonGrid.global_(10.0)
     >>> m = interactive_map(g.to_dataarray(np.full(g.shape, 1 / 648), kind="mass"),
     ...                     points=np.array([[48.86, 2.35]]))
-    >>> "imageOverlay" in m.get_root().render()
+    >>> html = m.get_root().render()
+    >>> "imageOverlay" in html and html.count("L.control.layers") == 1
     True
     """
     folium = require("folium", extra="demo", feature="interactive_map")
@@ -243,7 +264,10 @@ def interactive_map(
         image=(rgba * 255).astype(np.uint8), bounds=[[south, west], [north, east]],
         opacity=opacity, mercator_project=True, name=label, interactive=False,
     ).add_to(fmap)
-    for pts, colour, name in ((points, "#00bcd4", "prediction"), (truth, "#00c853", "truth")):
+    _add_colour_legend(fmap, vals, log, cmap, label)
+    if regions is not None:
+        _add_regions(fmap, regions)
+    for pts, colour, name in ((points, "#00bcd4", points_label), (truth, "#00c853", "truth")):
         if pts is None:
             continue
         group = folium.FeatureGroup(name=name)
@@ -255,3 +279,33 @@ def interactive_map(
     folium.LayerControl().add_to(fmap)
     fmap.fit_bounds([[south, west], [north, east]])
     return fmap
+
+
+def _add_colour_legend(fmap: Any, vals: np.ndarray, log: bool, cmap: str, label: str) -> None:
+    """A branca colour bar matching the overlay (log scale shown as log10 of the value)."""
+    import branca.colormap
+    import matplotlib
+
+    norm = _norm(vals, log)
+    lo, hi = float(norm.vmin), float(norm.vmax)
+    if log:
+        lo, hi, label = np.log10(lo), np.log10(hi), f"log10 {label}"
+    if hi <= lo:
+        hi = lo + 1.0
+    colours = [matplotlib.colors.to_hex(matplotlib.colormaps[cmap](t))
+               for t in np.linspace(0.0, 1.0, 9)]
+    legend = branca.colormap.LinearColormap(colours, vmin=lo, vmax=hi, caption=label)
+    legend.add_to(fmap)
+
+
+def _add_regions(fmap: Any, regions: Any) -> None:
+    import folium
+
+    gdf = regions if regions.crs is None or regions.crs.to_epsg() == 4326 else \
+        regions.to_crs("EPSG:4326")
+    cols = [c for c in ("query", "level", "mass", "area_km2") if c in gdf.columns]
+    folium.GeoJson(
+        gdf[[*cols, gdf.geometry.name]].to_json(default=str), name="credible regions",
+        style_function=lambda _: {"color": "#ff9800", "weight": 2, "fillOpacity": 0.1},
+        tooltip=folium.GeoJsonTooltip(fields=cols) if cols else None,
+    ).add_to(fmap)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .._io import atomic_path
+from .._io import atomic_path, check_writable
 from .._version import __version__
 from ..sphere import FIELD_KINDS, LatLonGrid
 from ._field import field_parts, masses, provenance, rewrap
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from numpy.typing import ArrayLike
 
 __all__ = ["read_geotiff", "resample_to_grid", "to_density", "to_geotiff", "to_mass"]
 
@@ -23,7 +27,7 @@ _REPROJECT_HINT = (
 )
 
 
-def to_mass(da: Any) -> Any:
+def to_mass(da: xr.DataArray) -> xr.DataArray:
     """Convert a probability field to cell probability masses.
 
     Parameters
@@ -60,7 +64,7 @@ def to_mass(da: Any) -> Any:
     return rewrap(da, parts, m, "mass")
 
 
-def to_density(da: Any) -> Any:
+def to_density(da: xr.DataArray) -> xr.DataArray:
     """Convert a probability field to a density per km².
 
     Parameters
@@ -99,16 +103,16 @@ def to_density(da: Any) -> Any:
 
 
 def resample_to_grid(
-    values: Any,
-    lats: Any,
-    lons: Any,
+    values: ArrayLike,
+    lats: ArrayLike,
+    lons: ArrayLike,
     grid: LatLonGrid,
     *,
     kind: Literal["density", "log_density", "similarity", "logit"] = "density",
     angle_units: Literal["degrees", "radians"] = "degrees",
     leading_dim: str = "sample",
     attrs: dict[str, Any] | None = None,
-) -> Any:
+) -> xr.DataArray:
     """Resample values given on any lat/lon product grid onto a :class:`LatLonGrid`.
 
     Internal grids (Gauss–Legendre latitude rows, longitudes in 0..2π, ascending
@@ -227,21 +231,64 @@ def _band_label(leading_dim: str | None, label: Any, default: str) -> str:
     return f"{leading_dim}={label}"
 
 
+#: What each exported kind means for GDAL: band unit, overview resampling (``None``: GDAL
+#: has no overview resampling that keeps it, so none are built) and how to warp it.
+_EXPORT: dict[str, dict[str, Any]] = {
+    "density": {"units": "km-2", "overview": "AVERAGE", "resampling": "average",
+                "meaning": "probability per km2; integrate as sum(value * true cell area km2)"},
+    "mass": {"units": "1", "overview": None, "resampling": "sum",
+             "meaning": "probability of each cell; bands sum to 1; warp only with -r sum"},
+    "similarity": {"units": "1", "overview": "AVERAGE", "resampling": "bilinear",
+                   "meaning": "cosine similarity score (no probability meaning)"},
+    "logit": {"units": "1", "overview": "AVERAGE", "resampling": "bilinear",
+              "meaning": "unnormalised log score (no probability meaning)"},
+}
+
+
+def _export_values(da: xr.DataArray, kind: str | None) -> tuple[xr.DataArray, str]:
+    """The field converted to the kind written to disk (density by default)."""
+    parts = field_parts(da)
+    probability = parts.kind in ("mass", "density", "log_density")
+    if kind is not None and kind not in ("density", "mass"):
+        raise ValueError(f"kind must be 'density' (default) or 'mass'; got {kind!r}.")
+    if kind is None:
+        kind = "density" if probability else parts.kind
+    if not probability:
+        if kind != parts.kind:
+            raise ValueError(
+                f"this field holds '{parts.kind}' scores, which cannot be exported as "
+                f"'{kind}'; leave kind=None to write the scores as they are."
+            )
+        return da, kind
+    return (to_density(da) if kind == "density" else to_mass(da)), kind
+
+
 def to_geotiff(
-    da: Any,
+    da: xr.DataArray,
     path: str | os.PathLike,
     *,
+    kind: Literal["density", "mass"] | None = None,
     driver: Literal["COG", "GTiff"] = "COG",
     compress: str = "deflate",
-    overwrite: bool = False,
+    overwrite: bool = True,
     nodata: float = math.nan,
+    qml: bool = True,
 ) -> Path:
     """Write a field as a float32 GeoTIFF (Cloud-Optimized by default), atomically.
+
+    Probability fields are written as **densities per km²** by default: a density
+    survives what GDAL tools do to a raster (``gdalwarp``, ``rio.reproject``, averaged
+    overviews), whereas cell probabilities (``kind="mass"``) only survive resampling
+    that sums (``gdalwarp -r sum``). The band unit (``km-2`` or ``1``), scale 1, offset
+    0 and a ``resampling`` tag (``average`` for densities, ``sum`` for masses) say so
+    in the file. COG overviews are averaged for densities and scores; mass rasters get
+    none, because GDAL cannot build summed overviews.
 
     One band per entry of the leading dim (query/sample), each with a description (the
     query text for text labels, else e.g. ``"sample=3"``) and a band tag; provenance
     attrs become dataset tags; CRS EPSG:4326 and the grid's transform are written, NaN
-    cells become ``nodata``.
+    cells become ``nodata``. With ``qml`` a QGIS style (``.qml``, a colour ramp over
+    band 1) is written next to the file, which QGIS applies when it opens the raster.
 
     Parameters
     ----------
@@ -249,15 +296,22 @@ def to_geotiff(
         A field on the grid contract (any ``field_kind``).
     path
         Target file (``.tif``); its folder must exist.
+    kind
+        ``"density"`` (per km², default for probability fields) or ``"mass"`` (cell
+        probabilities that sum to 1). Score fields (similarity/logit) are written as
+        they are; leave ``kind=None`` for them.
     driver
         ``"COG"`` (tiled, with overviews) or ``"GTiff"`` (plain tiled GeoTIFF).
     compress
         ``"deflate"`` (default), ``"lzw"``, ``"zstd"``, ``"lzma"``, ``"packbits"`` or
         ``"none"``.
     overwrite
-        Replace an existing file (otherwise it is refused).
+        Replace an existing file (default, like ``rio.to_raster``; the replacement is
+        atomic). ``False`` refuses an existing file, as the CLI does.
     nodata
         The nodata value written in the file (default NaN).
+    qml
+        Also write ``<path>.qml`` (same stem), a QGIS style with a colour ramp.
 
     Returns
     -------
@@ -267,7 +321,7 @@ def to_geotiff(
     Raises
     ------
     ValueError
-        Not a field, unknown driver/compression.
+        Not a field, unknown driver/compression/kind.
     FileExistsError
         ``path`` exists and ``overwrite`` is false.
 
@@ -276,9 +330,9 @@ def to_geotiff(
     >>> import numpy as np, tempfile, pathlib
     >>> g = LatLonGrid.global_(10.0)
     >>> da = g.to_dataarray(np.full(g.shape, 1 / 648), kind="mass", attrs={"model": "demo"})
-    >>> p = to_geotiff(da, pathlib.Path(tempfile.mkdtemp()) / "field.tif")
-    >>> read_geotiff(p).attrs["model"]
-    'demo'
+    >>> back = read_geotiff(to_geotiff(da, pathlib.Path(tempfile.mkdtemp()) / "field.tif"))
+    >>> back.attrs["model"], back.attrs["field_kind"], back.attrs["units"]
+    ('demo', 'density', 'km-2')
     """
     import rasterio
     import rasterio.shutil
@@ -289,14 +343,19 @@ def to_geotiff(
     comp = str(compress).lower()
     if comp not in _COMPRESS:
         raise ValueError(f"compress must be one of {sorted(_COMPRESS)}; got {compress!r}.")
-    parts = field_parts(da, dtype=np.float32)
+    out, written_kind = _export_values(da, kind)
+    if qml and not overwrite:  # refuse before writing anything, not after the raster
+        check_writable(Path(path).with_suffix(".qml"), overwrite)
+    spec = _EXPORT[written_kind]
+    parts = field_parts(out, dtype=np.float32)
     data = parts.values.copy()
     if not math.isnan(nodata):
         data[np.isnan(data)] = nodata
     q, h, w = data.shape
     tags = {_tag_key(k): str(v) for k, v in provenance(dict(da.attrs)).items()}
-    tags.update(field_kind=parts.kind, units=str(da.attrs.get("units", "")),
-                long_name=str(da.attrs.get("long_name", "")), geodiffloc_version=__version__)
+    tags.update(field_kind=written_kind, units=spec["units"], resampling=spec["resampling"],
+                value_meaning=spec["meaning"],
+                long_name=str(out.attrs.get("long_name", "")), geodiffloc_version=__version__)
     if parts.leading_dim is not None:
         tags["leading_dim"] = parts.leading_dim
     labels = parts.query_labels()
@@ -307,6 +366,10 @@ def to_geotiff(
         options["PREDICTOR"] = "YES" if driver == "COG" else "3"  # floating-point predictor
     if driver == "COG":
         options["BLOCKSIZE"] = "256"
+        if spec["overview"] is None:
+            options["OVERVIEWS"] = "NONE"
+        else:
+            options["OVERVIEW_RESAMPLING"] = spec["overview"]
     else:
         options.update(TILED="YES", BLOCKXSIZE="256", BLOCKYSIZE="256")
     with atomic_path(path, overwrite=overwrite) as tmp, MemoryFile() as mem:
@@ -314,13 +377,23 @@ def to_geotiff(
             ds.write(data)
             ds.update_tags(**tags)
             for b in range(q):
-                label = _band_label(parts.leading_dim, labels[b], str(da.name or parts.kind))
+                label = _band_label(parts.leading_dim, labels[b],
+                                    str(da.name or written_kind))
                 ds.set_band_description(b + 1, label)
-                ds.set_band_unit(b + 1, str(da.attrs.get("units", "")))
+                ds.set_band_unit(b + 1, spec["units"])
+                band_tags = {"units": spec["units"], "resampling": spec["resampling"]}
                 if parts.leading_dim:
-                    ds.update_tags(b + 1, **{_tag_key(parts.leading_dim): str(labels[b])})
+                    band_tags[_tag_key(parts.leading_dim)] = str(labels[b])
+                ds.update_tags(b + 1, **band_tags)
+            ds.scales = (1.0,) * q
+            ds.offsets = (0.0,) * q
         with mem.open() as src:
             rasterio.shutil.copy(src, str(tmp), driver=driver, **options)
+    if qml:
+        from .qgis_style import write_qml
+
+        write_qml(Path(path).with_suffix(".qml"), data[0], kind=written_kind, units=spec["units"],
+                  overwrite=overwrite)
     return Path(path)
 
 
@@ -358,7 +431,7 @@ def _grid_from_dataset(ds: Any, path: Path) -> LatLonGrid:
     return grid
 
 
-def read_geotiff(path: str | os.PathLike, *, kind: str | None = None) -> Any:
+def read_geotiff(path: str | os.PathLike, *, kind: str | None = None) -> xr.DataArray:
     """Read a GeoTIFF (ours or any EPSG:4326 raster) back as a field on the grid contract.
 
     Parameters
@@ -415,7 +488,8 @@ def read_geotiff(path: str | os.PathLike, *, kind: str | None = None) -> Any:
     kind = kind or file_kind or "mass"
     if kind not in FIELD_KINDS:
         raise ValueError(f"kind must be one of {sorted(FIELD_KINDS)}; got {kind!r}.")
-    for k in ("units", "long_name", "AREA_OR_POINT", "grid_resolution_deg"):
+    for k in ("units", "long_name", "AREA_OR_POINT", "grid_resolution_deg", "resampling",
+              "value_meaning"):
         tags.pop(k, None)
     attrs = {k: _parse_tag(v) for k, v in tags.items()}
     if lead is None and data.shape[0] == 1:

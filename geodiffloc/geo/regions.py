@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..sphere import LatLonGrid
 from ._antimeridian import polygon_parts, to_lonlat_window
 from ._field import field_parts, masses
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import xarray as xr
+    from shapely.geometry.base import BaseGeometry
 
 __all__ = ["credible_regions", "geodesic_area_km2", "hpd_mask"]
 
@@ -47,7 +52,7 @@ def hpd_mask(mass: np.ndarray, area: np.ndarray, level: float) -> np.ndarray:
     return (dens >= dens[order[k]]).reshape(mass.shape)
 
 
-def geodesic_area_km2(geom: Any, *, max_segment_deg: float = 0.25) -> float:
+def geodesic_area_km2(geom: BaseGeometry, *, max_segment_deg: float = 0.25) -> float:
     """Area of a lon/lat (multi)polygon on the WGS84 ellipsoid, in km².
 
     Edges are densified first (to at most ``max_segment_deg``) so cell edges along
@@ -83,9 +88,9 @@ def _polygonize(mask: np.ndarray, grid: LatLonGrid) -> Any:
 
 
 def credible_regions(
-    field: Any,
+    field: xr.DataArray,
     levels: Sequence[float] = (0.5, 0.9, 0.95),
-) -> Any:
+) -> gpd.GeoDataFrame:
     """Highest-density credible regions of a field as a GeoDataFrame of (multi)polygons.
 
     Parameters

@@ -6,13 +6,17 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._io import atomic_path, check_writable
 from ..sphere.crs import to_epsg4326
 from ._antimeridian import to_lonlat_window
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    from numpy.typing import ArrayLike
 
 __all__ = ["join_nearest", "join_within", "predictions_to_gdf", "write_vector"]
 
@@ -34,7 +38,7 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def predictions_to_gdf(latlon: Any, **columns: Any) -> Any:
+def predictions_to_gdf(latlon: ArrayLike, **columns: Any) -> gpd.GeoDataFrame:
     """Point predictions as a GeoDataFrame (EPSG:4326, ``points_from_xy(lon, lat)``).
 
     Parameters
@@ -149,7 +153,7 @@ def _write_shapefile(gdf: Any, target: Path, overwrite: bool) -> None:
 
 
 def write_vector(
-    gdf: Any,
+    gdf: gpd.GeoDataFrame,
     path: str | os.PathLike,
     *,
     driver: str | None = None,
@@ -208,7 +212,9 @@ def write_vector(
         if drv == "GeoParquet":
             gdf.to_parquet(tmp)
         elif drv == "GPKG":
-            gdf.to_file(tmp, driver="GPKG", layer=layer or target.stem, engine="pyogrio")
+            # GeoPackage 1.2: what GDAL < 3.7 (QGIS LTR on Debian 12) reads without a warning
+            gdf.to_file(tmp, driver="GPKG", layer=layer or target.stem, engine="pyogrio",
+                        VERSION="1.2")
         else:
             gdf.to_file(tmp, driver=drv, engine="pyogrio")
     return target
@@ -236,7 +242,8 @@ def _targets_4326(targets: Any) -> Any:
         "Polygon", "MultiPolygon") else g for g in t.geometry], crs="EPSG:4326")
 
 
-def join_within(points: Any, polygons: Any, *, how: str = "left") -> Any:
+def join_within(points: gpd.GeoDataFrame | gpd.GeoSeries, polygons: gpd.GeoDataFrame, *,
+                how: str = "left") -> gpd.GeoDataFrame:
     """Attach to each point the attributes of the polygon containing it.
 
     Containment is topological (no distances); polygons in any CRS are brought to
@@ -335,12 +342,12 @@ def nearest_geodesic(geoms: Any, sindex: Any, lat: float, lon: float,
 
 
 def join_nearest(
-    points: Any,
-    targets: Any,
+    points: gpd.GeoDataFrame | gpd.GeoSeries,
+    targets: gpd.GeoDataFrame,
     *,
     max_km: float | None = None,
     distance_col: str = "dist_km",
-) -> Any:
+) -> gpd.GeoDataFrame:
     """Attach to each point the nearest target (polygon, line or point) by geodesic distance.
 
     Distances are WGS84 geodesic kilometres (measured in an azimuthal equidistant

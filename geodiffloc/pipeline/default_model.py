@@ -312,12 +312,14 @@ def train_default_model(
         batch_size=int(cfg["train"]["batch_size"]), val_batch_size=512)
     run_dir = Path(tempfile.mkdtemp(prefix=".train-", dir=target.parent))
     try:
-        from lightning.pytorch.callbacks import ModelSummary, TQDMProgressBar
+        from lightning.pytorch.callbacks import ModelSummary
+
+        from ..train.progress import StderrProgressBar
 
         # max_depth=0: no layer table; a tqdm bar (Lightning would pick rich if installed)
         callbacks: list[Any] = [ModelSummary(max_depth=0)]
         if progress:
-            callbacks.append(TQDMProgressBar())
+            callbacks.append(StderrProgressBar())  # stdout is for results
         with _quiet_lightning():
             model, results = train(_train_config(cfg, run_dir, progress), datamodule=dm,
                                    callbacks=callbacks)

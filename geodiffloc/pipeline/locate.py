@@ -6,10 +6,14 @@ probability field, its heaviest mode the point prediction. Outputs:
 
 ``predictions.gpkg``
     One point per query (``query``, ``lat``, ``lon``, ``confidence``, ``country``,
-    ``iso_a3``), EPSG:4326.
+    ``iso_a3``; the country is NULL at sea), EPSG:4326, GeoPackage 1.2.
 ``probability.tif``
-    Cloud-Optimized GeoTIFF, EPSG:4326, one float32 band of cell probabilities per
-    query (band description ``query=<the query>``; each band sums to 1).
+    Cloud-Optimized GeoTIFF, EPSG:4326, one float32 band of probability density per
+    km² per query (band description: the query; unit ``km-2``): densities survive
+    ``gdalwarp`` and averaged overviews. Multiply by the true cell area (or use
+    ``geodiffloc.geo.read_geotiff`` + ``to_mass``) for cell probabilities.
+``probability.qml``
+    QGIS style for the raster (a colour ramp), applied when QGIS opens it.
 ``map.png``
     A static world map per query: the field as density per km², country borders and
     the predicted point.
@@ -49,6 +53,7 @@ EXAMPLE_QUERIES: tuple[str, ...] = (
 OUTPUT_FILES: dict[str, str] = {
     "predictions": "predictions.gpkg",
     "raster": "probability.tif",
+    "style": "probability.qml",
     "map": "map.png",
     "countries": "countries.csv",
 }
@@ -69,7 +74,7 @@ class LocateResult:
     predictions
         GeoDataFrame, one row per query: ``query``, ``lat``, ``lon``, ``confidence``
         (share of the ensemble's samples near the prediction), ``country``, ``iso_a3``
-        (Natural Earth country of the predicted point; empty at sea), point geometry.
+        (Natural Earth country of the predicted point; None at sea), point geometry.
     field
         ``("query", "lat", "lon")`` DataArray of cell probabilities (each query sums
         to 1), EPSG:4326, the query texts as ``query`` coordinate.
@@ -91,11 +96,14 @@ class LocateResult:
         Returns
         -------
         pandas.DataFrame
-            Rows of :attr:`countries`, at most ``k`` per query, in query order.
+            Rows of :attr:`countries`, at most ``k`` per query, in query order, ranked
+            again from 1 among the countries.
         """
         c = self.countries
         c = c[c["country"] != NO_COUNTRY]
-        return c.groupby("query", sort=False).head(int(k)).reset_index(drop=True)
+        top = c.groupby("query", sort=False).head(int(k)).reset_index(drop=True)
+        top["rank"] = top.groupby("query", sort=False).cumcount() + 1
+        return top
 
 
 def _labels_and_items(inputs: Any, modality: str) -> tuple[list[Any], list[str]]:
@@ -195,10 +203,10 @@ def _country_table(fld: Any, labels: list[str], scale: str, min_prob: float,
     from ..geo import countries, zonal_probability
 
     world = countries(scale)[["name", "iso_a3", "geometry"]]
-    zonal = zonal_probability(fld, world, progress=progress)
+    zonal = zonal_probability(fld, world, progress=progress, layout="long")
     frames = []
     for i, label in enumerate(labels):
-        p = zonal[f"prob_{i}"].to_numpy(dtype=np.float64)
+        p = zonal.loc[zonal["query_index"] == i, "prob"].to_numpy(dtype=np.float64)
         keep = p >= min_prob
         rest = max(0.0, 1.0 - float(p.sum()))
         df = pd.DataFrame({"country": world["name"].to_numpy()[keep],
@@ -397,9 +405,10 @@ def locate(
 
     lat, lon = preds["lat"].to_numpy(), preds["lon"].to_numpy()
     preds.insert(0, "query", labels)
-    preds["country"] = [c or "" for c in country_of(lat, lon, scale=countries_scale)]
-    preds["iso_a3"] = [c or "" for c in country_of(lat, lon, scale=countries_scale,
-                                                   column="iso_a3")]
+    # None at sea: a NULL in the GeoPackage, not an empty string that looks like a value
+    preds["country"] = [c or None for c in country_of(lat, lon, scale=countries_scale)]
+    preds["iso_a3"] = [c or None for c in country_of(lat, lon, scale=countries_scale,
+                                                     column="iso_a3")]
     preds = preds[["query", "lat", "lon", "confidence", "country", "iso_a3", "geometry"]]
     table = _country_table(fld, labels, countries_scale, float(min_country_prob), progress)
 
@@ -407,6 +416,7 @@ def locate(
     if paths:
         written["predictions"] = write_vector(preds, paths["predictions"], overwrite=overwrite)
         written["raster"] = to_geotiff(fld, paths["raster"], overwrite=overwrite)
+        written["style"] = paths["style"]  # to_geotiff wrote it next to the raster
         written["map"] = _draw_map(fld, preds, labels, paths["map"], overwrite)
         with atomic_path(paths["countries"], overwrite=overwrite) as tmp:
             table.to_csv(tmp, index=False, float_format="%.6g")

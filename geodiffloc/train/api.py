@@ -221,6 +221,11 @@ def _trainer(cfg: dict[str, Any], out: Path, monitor: str | None, callbacks: lis
     elif kind == "tensorboard":
         logger = pl.loggers.TensorBoardLogger(out, name="logs")
     cbs = [ckpt, *callbacks]
+    has_bar = any(isinstance(cb, pl.callbacks.ProgressBar) for cb in cbs)
+    if t.get("enable_progress_bar", True) and not has_bar:
+        from .progress import StderrProgressBar
+
+        cbs.append(StderrProgressBar())  # results go to stdout, progress to stderr
     if logger is not False:
         cbs.append(LearningRateMonitor(logging_interval="step"))
     if t["deterministic"] and t["accelerator"] in ("auto", "gpu", "cuda"):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import re
 
 import geopandas as gpd
 import matplotlib.image as mpimg
@@ -107,3 +109,28 @@ def test_interactive_map_html_has_overlay_and_markers(tmp_path, paris_field):
     assert "L.imageOverlay" in html and "data:image/png;base64," in html
     assert html.count("L.circleMarker(") == 3
     assert "[48.0, 2.0]" in html and "[48.86, 2.35]" in html
+
+
+def test_interactive_map_has_one_layer_control_a_colour_legend_and_regions(paris_field):
+    pytest.importorskip("folium")
+    regions = geo.credible_regions(paris_field, levels=(0.5, 0.9))
+    m = geo.interactive_map(paris_field, points=np.array([[48.0, 2.0]]), regions=regions,
+                            points_label="reference place", log=True)
+    html = m.get_root().render()
+    assert html.count("L.control.layers") == 1
+    assert "credible regions" in html and "reference place" in html
+    # the colour legend: a branca colour bar captioned with the overlay's unit
+    assert "log10 probability density" in html and "[km-2]" in html
+    vals = geo.to_density(paris_field).values[0]  # index 0; its peak is far from the poles
+    domain = json.loads(re.search(r"\.domain\((\[[^\]]*\])\)", html).group(1))
+    # the legend spans the overlay's colour scale: 8 decades below the field's maximum
+    assert max(domain) == pytest.approx(np.log10(vals.max()), abs=1e-9)
+    assert min(domain) == pytest.approx(np.log10(vals.max()) - 8, abs=1e-9)
+
+
+def test_plot_points_label(paris_field):
+    fig, ax = plt.subplots()
+    geo.plot_field(paris_field, points=np.array([[48.0, 2.0]]), ax=ax, borders=None,
+                   points_label="reference place")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["reference place"]
+    plt.close(fig)

@@ -107,3 +107,4 @@ def test_shared_output_options_for_model_commands(tmp_path, make_vmf):
     with pytest.raises(FileExistsError):
         write_outputs(args, field=field, predictions=preds)
     assert not (tmp_path / "g.tif").exists()  # checked before writing anything
+

@@ -28,7 +28,7 @@ def test_geotiff_read_back_with_rasterio(tmp_path, make_vmf, driver):
     g = LatLonGrid.global_(2.0)
     da = make_vmf(g, [(48.86, 2.35), (-17.8, 178.0), (0.0, -60.0)], 300.0,
                   attrs={"model": "vmf", "L": 32, "seed": 7})
-    path = to_geotiff(da, tmp_path / "f.tif", driver=driver)
+    path = to_geotiff(da, tmp_path / "f.tif", driver=driver, kind="mass")
     with rasterio.open(path) as ds:
         assert ds.crs.to_epsg() == 4326
         assert ds.transform == Affine(2.0, 0, -180, 0, -2.0, 90)
@@ -58,7 +58,7 @@ def test_gdalinfo_sees_a_cog_with_band_descriptions(tmp_path, make_vmf):
 def test_read_geotiff_restores_the_field(tmp_path, make_vmf):
     g = LatLonGrid.global_(2.0)
     da = make_vmf(g, [(30.0, 30.0), (-30.0, -30.0)], 400.0, attrs={"model": "m", "steps": 50})
-    back = read_geotiff(to_geotiff(da, tmp_path / "f.tif"))
+    back = read_geotiff(to_geotiff(da, tmp_path / "f.tif", kind="mass"))
     assert back.dims == ("sample", "lat", "lon")
     np.testing.assert_array_equal(back["sample"].values, [0, 1])
     np.testing.assert_allclose(back["lat"], da["lat"])
@@ -69,6 +69,9 @@ def test_read_geotiff_restores_the_field(tmp_path, make_vmf):
     assert back.rio.crs.to_epsg() == 4326
     two_d = read_geotiff(to_geotiff(da.isel(sample=0), tmp_path / "g.tif"))
     assert two_d.dims == ("lat", "lon")
+    # the default density export reads back as densities of the same field
+    assert two_d.attrs["field_kind"] == "density" and two_d.attrs["units"] == "km-2"
+    np.testing.assert_allclose(to_mass(two_d).values, da.values[0], rtol=1e-5, atol=1e-12)
 
 
 def test_nan_cells_become_nodata(tmp_path):
@@ -85,7 +88,7 @@ def test_nan_cells_become_nodata(tmp_path):
 def test_regional_grid_across_antimeridian_round_trips(tmp_path, make_vmf):
     g = LatLonGrid.from_bbox(0.5, (170.0, -25.0, -170.0, -10.0))
     da = make_vmf(g, [(-17.8, 179.5)], 80.0)
-    path = to_geotiff(da, tmp_path / "fiji.tif")
+    path = to_geotiff(da, tmp_path / "fiji.tif", kind="mass")
     with rasterio.open(path) as ds:
         assert ds.transform == Affine(0.5, 0, 170.0, 0, -0.5, -10.0)
         assert ds.width == 40 and ds.height == 30
@@ -100,11 +103,12 @@ def test_no_clobber_and_overwrite(tmp_path, make_vmf):
     before = path.read_bytes()
     other = make_vmf(g, [(45.0, 90.0)], 2000.0)
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        to_geotiff(other, path)
+        to_geotiff(other, path, overwrite=False)
     assert path.read_bytes() == before
-    to_geotiff(other, path, overwrite=True)
+    to_geotiff(other, path, kind="mass")  # overwrite is the default, as in rio.to_raster
     np.testing.assert_allclose(read_geotiff(path).values, other.values.astype(np.float32))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.tif"]  # no temp leftovers
+    # no temp leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.qml", "f.tif"]
 
 
 def test_read_geotiff_errors(tmp_path):

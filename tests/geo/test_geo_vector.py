@@ -181,3 +181,23 @@ def test_join_nearest_polygons_across_the_antimeridian():
     out = join_nearest(predictions_to_gdf(np.array([[0.0, 179.9]])), islands)
     assert out["id"].tolist() == [1]  # 0.2 deg across 180, not 8.9 deg west
     assert out["dist_km"].iloc[0] == pytest.approx(geodesic_km(0, 179.9, 0, -179.9)[0], rel=1e-2)
+
+
+def test_geopackage_is_version_1_2_with_null_strings(tmp_path):
+    """GDAL < 3.7 (QGIS LTR on Debian 12) warns on GeoPackage 1.4; None stays NULL."""
+    import sqlite3
+
+    gdf = predictions_to_gdf(np.array([[48.86, 2.35], [0.0, -30.0]]))
+    gdf["country"] = ["France", None]
+    path = write_vector(gdf, tmp_path / "pred.gpkg")
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 10200
+        assert con.execute("SELECT country FROM pred ORDER BY fid").fetchall() == [
+            ("France",), (None,)]
+    back = gpd.read_file(path)
+    assert back["country"].iloc[0] == "France" and back["country"].isna().iloc[1]
+    exe = shutil.which("ogrinfo")
+    if exe is not None:  # the system GDAL (3.6 on Debian 12) opens it without a warning
+        run = subprocess.run([exe, "-so", "-al", str(path)], capture_output=True, text=True,
+                             check=True)
+        assert "Warning" not in run.stderr + run.stdout

@@ -36,23 +36,26 @@ def gdf(*geoms, crs="EPSG:4326", **cols):
 
 @settings(max_examples=30, deadline=None)
 @given(w=st.floats(-179.0, 170.0), dw=st.floats(0.3, 9.0),
-       s=st.floats(-89.0, 80.0), ds=st.floats(0.3, 9.0), ss=st.sampled_from([4, 8, 16]))
-def test_uniform_field_box_matches_closed_form(w, dw, s, ds, ss):
+       s=st.floats(-89.0, 80.0), ds=st.floats(0.3, 9.0))
+def test_uniform_field_box_matches_closed_form(w, dw, s, ds):
     e, n = min(w + dw, 180.0), min(s + ds, 90.0)
-    got = zonal_probability(UNIFORM_1DEG, gdf(shapely.box(w, s, e, n)), supersample=ss)
+    got = zonal_probability(UNIFORM_1DEG, gdf(shapely.box(w, s, e, n)))
     want = box_fraction(w, s, e, n)
-    # Stratified sampling of the cut cells: each cut cell errs with std <= 0.5 ss^-1.5
-    # of its area, independently, so allow 5 std over the cells the edges cross.
-    n_cut = 2 * (e - w + n - s) + 4
+    # Coverage fractions are exact in lon/lat; a cut cell's spherical share differs from
+    # its lon/lat share only through cos(lat) varying inside the cell (edges along
+    # parallels), at most by 1 - cos(far edge) / cos(near edge) of the cell.
+    n_cut = 2 * (e - w) + 4
+    lat_far = min(90.0, np.ceil(max(abs(s), abs(n))))
+    drift = 1.0 - np.cos(np.deg2rad(lat_far)) / np.cos(np.deg2rad(lat_far - 1.0))
     lat_min = 0.0 if s < 0 < n else min(abs(s), abs(n))
     cell = box_fraction(0, lat_min, 1, lat_min + 1)
-    assert abs(got["prob"].iloc[0] - want) <= 2.5 * ss**-1.5 * np.sqrt(n_cut) * cell
+    assert abs(got["prob"].iloc[0] - want) <= n_cut * cell * drift + 1e-12
 
 
 def test_lat_band_off_grid_edges(make_uniform):
     field = make_uniform(LatLonGrid.global_(0.5))
     band = shapely.box(-180, 12.3, 180, 47.8)
-    got = zonal_probability(field, gdf(band), supersample=16)["prob"].iloc[0]
+    got = zonal_probability(field, gdf(band))["prob"].iloc[0]
     assert got == pytest.approx(box_fraction(-180, 12.3, 180, 47.8), rel=1e-4)
 
 
@@ -174,3 +177,50 @@ def test_shdd_field_works_end_to_end(tmp_path):
     assert z["prob_0"].idxmax() == "France"
     r = credible_regions(field, levels=(0.5,))
     assert r.geometry.iloc[0].contains(shapely.Point(2.35, 48.86))
+
+
+def test_columns_are_named_by_query_and_long_layout_is_tidy(make_vmf):
+    g = LatLonGrid.global_(1.0)
+    two = make_vmf(g, [(45.0, 10.0), (-30.0, -60.0)], 300.0)
+    field = two.rename(sample="query").assign_coords(
+        query=np.array(["alpine lake", "pampas"], dtype=object))
+    boxes = gpd.GeoDataFrame({"zone": ["north", "south"]},
+                             geometry=[shapely.box(-180, 0, 180, 90),
+                                       shapely.box(-180, -90, 180, 0)], crs="EPSG:4326")
+    wide = zonal_probability(field, boxes)
+    assert [c for c in wide.columns if c.startswith("prob")] == ["prob_alpine lake",
+                                                                 "prob_pampas"]
+    assert wide["prob_alpine lake"].iloc[0] > 0.99 and wide["prob_pampas"].iloc[1] > 0.99
+    long = zonal_probability(field, boxes, layout="long")
+    assert len(long) == 4 and long.crs == boxes.crs
+    assert long["query"].tolist() == ["alpine lake", "alpine lake", "pampas", "pampas"]
+    assert long["query_index"].tolist() == [0, 0, 1, 1]
+    pivot = long.pivot(index="zone", columns="query", values="prob")
+    np.testing.assert_allclose(pivot.loc[["north", "south"], "alpine lake"],
+                               wide["prob_alpine lake"])
+    # integer sample coordinates keep the old names
+    assert "prob_1" in zonal_probability(two, boxes).columns
+    dup = field.assign_coords(query=np.array(["same", "same"], dtype=object))
+    with pytest.raises(ValueError, match="layout='long'"):
+        zonal_probability(dup, boxes)
+    with pytest.raises(ValueError, match="layout"):
+        zonal_probability(field, boxes, layout="tall")  # type: ignore[arg-type]
+
+
+def test_islands_smaller_than_a_cell_get_their_area(make_uniform):
+    """Exact coverage: a 0.1° island in a 1° cell (sampling got these wrong by ~100%)."""
+    field = make_uniform(LatLonGrid.global_(1.0))
+    islands = [shapely.box(w, s, w + 0.1, s + 0.1) for w, s in
+               ((3.43, 10.21), (-120.07, -40.55), (150.91, 61.33))]
+    got = zonal_probability(field, gdf(*islands))["prob"].to_numpy()
+    want = np.array([box_fraction(i.bounds[0], i.bounds[1], i.bounds[2], i.bounds[3])
+                     for i in islands])
+    # exact lon/lat coverage; what is left is cos(lat) varying inside the 1° cell
+    rtol = np.tan(np.deg2rad([abs(i.bounds[3]) for i in islands])) * np.deg2rad(1.0)
+    assert np.all(np.abs(got - want) <= rtol * want)
+
+
+def test_supersample_is_deprecated(make_uniform):
+    field = make_uniform(LatLonGrid.global_(5.0))
+    with pytest.warns(DeprecationWarning, match="supersample"):
+        zonal_probability(field, gdf(shapely.box(0, 0, 10, 10)), supersample=8)

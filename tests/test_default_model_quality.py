@@ -1,0 +1,44 @@
+"""The real built-in geolocator, trained on first use as a user gets it, must be right.
+
+This is the one test that trains the real default model (a few minutes on 2 CPU cores;
+the checkpoint is cached under ``$GEODIFFLOC_CACHE_DIR``, so the tutorials and a second
+run reuse it). It fails for a model that learned nothing: a random point lies in Japan
+for ~0.07 % of the sphere and within 50 km of the Eiffel Tower for ~0.002 %.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from geodiffloc.geo import country_of
+from geodiffloc.pipeline import default_model
+from geodiffloc.sphere import haversine_km
+
+
+@pytest.fixture(scope="module")
+def geolocator():
+    model, encoder = default_model(progress=False)
+    return model, encoder
+
+
+@pytest.mark.parametrize(("query", "country"), [
+    ("Kyoto temple", "Japan"),
+    ("a beach in Rio de Janeiro", "Brazil"),
+    ("vineyards near Bordeaux", "France"),
+])
+def test_default_geolocator_names_the_country(geolocator, query, country):
+    model, encoder = geolocator
+    gdf = model.predict([query], encoder=encoder, n_views=16, seed=0)
+    got = country_of(gdf.lat.to_numpy(), gdf.lon.to_numpy())[0]
+    assert got == country, (query, got, float(gdf.lat[0]), float(gdf.lon[0]))
+
+
+def test_default_geolocator_finds_a_landmark_city(geolocator):
+    import torch
+
+    model, encoder = geolocator
+    gdf = model.predict(["Eiffel Tower, Paris"], encoder=encoder, n_views=16, seed=0)
+    lat, lon = (torch.tensor([float(v)], dtype=torch.float64) for v in (gdf.lat[0], gdf.lon[0]))
+    d = float(haversine_km(lat, lon, torch.tensor([48.8584], dtype=torch.float64),
+                           torch.tensor([2.2945], dtype=torch.float64))[0])
+    assert d <= 50.0, (float(lat), float(lon), d)
