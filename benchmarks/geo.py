@@ -131,12 +131,13 @@ def main() -> None:
                  float(np.median(err_naive[big] / ref[big])),
                  f"sum error ours {abs(err_ours.sum()):.1e}, naive {abs((nu - ref).sum()):.1e}"))
 
-    w = max(len(r[0]) for r in rows)
-    print(f"geodiffloc geo benchmark: global {args.res} deg grid, {args.queries} queries")
-    print(f"{'case':<{w}}  {'ours':>10}  {'baseline':>10}  {'ratio':>7}  note")
+    print(f"Global {args.res} deg grid, {args.queries} queries; both sides on the same field "
+          "in the same process. Times in seconds; the accuracy row gives errors (lower is "
+          "better); ratio = baseline / ours.\n")
+    print("| case | ours | baseline | ratio | note |")
+    print("|---|---:|---:|---:|---|")
     for name, a, b, note in rows:
-        print(f"{name:<{w}}  {a:>10.4g}  {b:>10.4g}  {b / a:>6.2f}x  {note}")
-    print("(times in seconds; accuracy row: error, lower is better; ratio = baseline / ours)")
+        print(f"| {name} | {a:.4g} | {b:.4g} | {b / a:.2f}x | {note} |")
 
 
 if __name__ == "__main__":

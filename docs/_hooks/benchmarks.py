@@ -24,7 +24,7 @@ def include_record(name: str, results: Path = RESULTS, shift: int = 2) -> str:
     """The Markdown that replaces ``<!-- record: name -->``."""
     path = results / f"{name}.md"
     if not path.is_file():
-        return _missing(name, "has not been recorded yet")
+        return _missing(name, "does not exist yet")
     text = path.read_text(encoding="utf-8")
     first, _, body = text.partition("\n")
     if first.strip() != MARKER:
@@ -37,7 +37,7 @@ def _missing(name: str, why: str) -> str:
     script = name.removesuffix("_quick")
     quick = " --quick" if name.endswith("_quick") else ""
     return (f'!!! warning "No record: `benchmarks/results/{name}.md`"\n'
-            f"    This record {why}. Produce it with "
+            f"    This file {why}. Produce it with "
             f"`python benchmarks/{script}.py{quick}` (or `python benchmarks/run_all.py`) "
             "and commit the file.\n")
 
