@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ._hooks import before_first_field
+from ._hooks import before_first_field, provide_trainer
 from ._version import __version__
 from .show_versions import show_versions
 
@@ -21,7 +21,14 @@ def _register_geoloc_accessor() -> None:
     importlib.import_module("geodiffloc.geo.accessor")
 
 
+def _trainer() -> Any:
+    # Likewise ``Model.fit`` (models layer) runs the Lightning path of the train layer
+    # above it: the root hands it over, so no model module imports geodiffloc.train.
+    return importlib.import_module("geodiffloc.train.fitting").fit
+
+
 before_first_field(_register_geoloc_accessor)
+provide_trainer(_trainer)
 
 _LAZY = {
     "SHDD": "geodiffloc.shdd",

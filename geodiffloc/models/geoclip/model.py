@@ -170,7 +170,9 @@ class GeoCLIP(GeoCLIPPredictor, GeoCLIPNetwork, Geolocator):
         >>> len(losses)
         4
         """
-        from ...train.fitting import fit as fit_in_memory
+        from ..._hooks import trainer
+
+        fit_in_memory = trainer()  # geodiffloc.train.fitting.fit, handed over by the root
 
         optim = {"lr": float(lr), "weight_decay": float(weight_decay), "gamma": float(gamma),
                  "step_size": int(step_size)}

@@ -233,7 +233,9 @@ class LocDiff(nn.Module, Geolocator):
         ValueError
             Bad shapes or coordinates.
         """
-        from ...train.fitting import fit as fit_in_memory
+        from ..._hooks import trainer
+
+        fit_in_memory = trainer()  # geodiffloc.train.fitting.fit, handed over by the root
 
         opt = {"lr": float(lr), "warmup_steps": int(warmup_steps), **(optim or {})}
         ls: dict[str, Any] = {"p_uncond": float(p_uncond)}
