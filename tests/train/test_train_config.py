@@ -85,6 +85,12 @@ def test_missing_and_conditional_required_keys():
     ("validation", "steps", 500, "cannot exceed"),
     ("checkpoint", "mode", "best", "checkpoint.mode must be one of"),
     ("export", "weights", "final", "export.weights must be one of"),
+    ("validation", "sampler", "heun", r"one of 'ddpm', 'ddim' or 'dpm\+\+'; got 'heun'"),
+    ("loss", "aux_weight", -1.0, "loss.aux_weight must be >= 0"),
+    ("loss", "anchors", "local", "loss.anchors must be one of 'uniform' or 'mixed'"),
+    ("optim", "betas", [0.9], "optim.betas"),
+    ("trainer", "logger", "wandb", "trainer.logger must be one of 'csv', 'tensorboard'"),
+    ("data", "pin_memory", "maybe", "data.pin_memory must be true or false"),
 ])
 def test_bad_values_are_rejected_with_the_key_name(section, key, value, msg):
     cfg = _base()
@@ -141,3 +147,27 @@ def test_shipped_configs_are_valid(path):
             for k, v in values.items():
                 if not isinstance(v, dict | float | int) or isinstance(v, bool):
                     assert cfg[section][k] == v, (section, k)
+
+
+def test_several_problems_are_reported_together():
+    with pytest.raises(ValueError) as e:
+        load_config(_base(optim={"lr": 0, "warmup_steps": 1.5}, trainer={"devcies": 2}))
+    msg = str(e.value)
+    for part in ("'devcies' (did you mean 'devices'?)", "optim.lr must be > 0",
+                 "optim.warmup_steps must be an integer"):
+        assert part in msg
+
+
+def test_file_errors_name_the_file(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("family: locdiff\ndata: {source: gazetteer}\nmodel: {L: 0}\n")
+    with pytest.raises(ValueError, match=r"c\.yaml: model\.L must be >= 1; got 0"):
+        load_config(p)
+
+
+def test_the_schema_classes_give_the_same_config():
+    from geodiffloc.train import GeoCLIPConfig, LocDiffConfig
+
+    for fam, cls in (("locdiff", LocDiffConfig), ("geoclip", GeoCLIPConfig)):
+        direct = cls.model_validate({"data": {"source": "gazetteer"}}).model_dump()
+        assert direct == load_config(_base(fam))
