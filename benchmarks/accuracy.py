@@ -27,8 +27,9 @@ the Lightning modules of ``geodiffloc train`` with their default settings):
 * baselines (``benchmarks/baselines.py``): nearest neighbour in embedding space; a
   softmax classifier over near-equal-area Fibonacci cells.
 
-Budget: the default run trains LocDiff for 4000 steps and GeoCLIP for 1500 (each well
-inside 15 minutes on 2 CPU cores); the whole run takes about 30-40 minutes on 2 idle
+Budget: the default run trains LocDiff for 3000 steps and GeoCLIP for 1000 (each well
+inside 15 minutes on 2 CPU cores); the DDPM-200 rows use the first ``n_ddpm`` test places
+only (the ``n`` column says how many); the whole run takes about 30-40 minutes on 2 idle
 cores (2 torch threads), ``--quick`` about 5; on a loaded machine both take
 proportionally longer (the log on stderr gives the time of every phase). The MiniLM
 embeddings are cached on disk, so a second run skips them.
@@ -69,18 +70,19 @@ class Budget:
     n_train: int = 12000
     n_test: int = 300
     samples: int = 16               # LocDiff samples per input (K; paper 16)
-    steps23: int = 4000             # LocDiff L = 23 optimiser steps (batch 256)
+    steps23: int = 3000             # LocDiff L = 23 optimiser steps (batch 256)
+    n_ddpm: int = 100               # test places for the (slow) DDPM-200 rows
     steps47: int = 1500             # LocDiff L = 47 optimiser steps (--with-l47 only)
     widths47: tuple[int, ...] = (1024, 512, 256)  # CPU-sized CS-UNet at L = 47
     n47: int = 100                  # test places for the L = 47 rows (the first n47)
-    geoclip_steps: int = 1500       # GeoCLIP (CPU size) optimiser steps (batch 256)
+    geoclip_steps: int = 1000       # GeoCLIP (CPU size) optimiser steps (batch 256)
     cls_epochs: int = 30            # cell-classifier epochs
     n_cells: int = 1024             # equal-area cells (~700 km wide)
 
 
 DEFAULT = Budget()
-QUICK = Budget(n_train=3000, n_test=100, samples=8, steps23=600, steps47=100, n47=30,
-               geoclip_steps=300, cls_epochs=20, n_cells=512)
+QUICK = Budget(n_train=3000, n_test=100, samples=8, steps23=600, n_ddpm=30, steps47=100,
+               n47=30, geoclip_steps=300, cls_epochs=20, n_cells=512)
 
 
 def log(msg: str) -> None:
@@ -170,6 +172,8 @@ def locdiff_rows(model: Any, xt: torch.Tensor, yt: np.ndarray, b: Budget, seed: 
     L = model.L
     for sampler, steps in (("ddpm", 200), ("dpm++", 20)):
         n = len(xt) if L == 23 else min(len(xt), b.n47)
+        if sampler == "ddpm":
+            n = min(n, b.n_ddpm)
         name = f"LocDiff L={L} {sampler}-{steps} sample+decode ({n} x {b.samples})"
         with timed(name, clock):
             coeffs, samples = model.sample_locations(
@@ -346,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paper-loss", action="store_true",
                     help="also train LocDiff L=23 with the paper's loss (single-scale KL)")
     ap.add_argument("--with-l47", action="store_true", help="also train LocDiff L=47")
-    for f in ("n_train", "n_test", "samples", "steps23", "steps47", "n47",
+    for f in ("n_train", "n_test", "samples", "steps23", "n_ddpm", "steps47", "n47",
               "geoclip_steps", "cls_epochs", "n_cells"):
         ap.add_argument(f"--{f.replace('_', '-')}", type=int, default=None,
                         help=f"override the budget's {f}")
