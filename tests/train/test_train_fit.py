@@ -103,7 +103,7 @@ def test_fit_is_reproducible_and_the_method_is_a_thin_wrapper():
             return m.fit(emb, ll, steps=5, batch_size=16, lr=2e-3, progress=False,
                          loss={"n_anchors": 64})
         return fit(m, emb, ll, steps=5, batch_size=16, optim={"lr": 2e-3, "warmup_steps": 0},
-                   loss={"n_anchors": 64, "p_uncond": 0.0, "aux_weight": 0.0},
+                   loss={"n_anchors": 64, "p_uncond": 0.0},
                    progress=False)
 
     a, b = run("method"), run("function")
