@@ -55,15 +55,8 @@ def train_geoclip(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int, batch
     model = GeoCLIP(backbone_dim=x.shape[1], embed_dim=128, sigmas=(1.0, 4.0, 16.0),
                     n_freqs=64, hidden_dim=256, queue_size=1024, seed=seed, cache_dir=False,
                     gallery=y)
-    opt, _ = model.configure_optimizer(lr=2e-3)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, x.shape[0], (batch,), generator=g)
-        loss = model.training_step(x[idx], y[idx], generator=g)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    # the public training path (GeoCLIP.fit runs the Lightning module of `geodiffloc train`)
+    model.fit(x, y, steps=steps, batch_size=batch, lr=2e-3, seed=seed, progress=False)
     return model.eval()
 
 
