@@ -60,7 +60,7 @@ _R1_SPACINGS = 1.5  # stage-1 search radius, in coarse-lattice spacings
 _BLOCK_FLOATS = 60_000_000  # per block of vectors: ~240 MB of float32 candidate harmonics
 _CLEAR_Z = 8.0  # low-pass peak height in std-devs of the low-pass field below which -> dense
 _R2_LOBES = 0.5  # stage-3 search radius, in half-widths pi/(Lm+1) of the mid-pass lobe
-_Y_BUDGET = 300_000_000  # floats of cached anchor harmonics (1.2 GB in float32)
+_Y_BUDGET = 250_000_000  # floats of cached anchor harmonics (1 GB in float32; goal: <= 1 GB)
 
 
 def default_anchors(L: int) -> torch.Tensor:
