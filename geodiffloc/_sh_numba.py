@@ -141,6 +141,50 @@ if numba is not None:
             out[i, 5] = fpp
 
 
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _field_kernel(lat_deg, lon_deg, c, L, a, b, sect, out):  # pragma: no cover - jitted
+        """out[i] = sum_lm c[lm] Y_lm(point i): the harmonics are never stored."""
+        n = lat_deg.shape[0]
+        d2r = math.pi / 180.0
+        root2 = math.sqrt(2.0)
+        seed = 1.0 / math.sqrt(4.0 * math.pi)
+        for i in prange(n):
+            lat = lat_deg[i] * d2r
+            lon = lon_deg[i] * d2r
+            x = math.sin(lat)
+            s = math.cos(lat)
+            c1 = math.cos(lon)
+            s1 = math.sin(lon)
+            cm, sm = 1.0, 0.0
+            cp, sp = c1, -s1
+            pmm = seed
+            f = 0.0
+            for m in range(L + 1):
+                if m > 0:
+                    pmm = pmm * sect[m] * s
+                    cn = 2.0 * c1 * cm - cp
+                    sn = 2.0 * c1 * sm - sp
+                    cp, sp, cm, sm = cm, sm, cn, sn
+                p2 = 0.0
+                p1 = pmm
+                acc_c = 0.0
+                acc_s = 0.0
+                for l in range(m, L + 1):
+                    if l > m:
+                        p = a[l, m] * x * p1 - b[l, m] * p2
+                        p2 = p1
+                        p1 = p
+                    base = l * l + l
+                    acc_c += p1 * c[base + m]
+                    if m > 0:
+                        acc_s += p1 * c[base - m]
+                if m == 0:
+                    f += acc_c
+                else:
+                    f += root2 * (acc_c * cm + acc_s * sm)
+            out[i] = f
+
+
 def _tables(L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from .harmonics import _recurrence
 
@@ -186,4 +230,16 @@ def field_derivatives(latlon: np.ndarray, coeffs: np.ndarray, L: int) -> np.ndar
     with _LOCK:
         _deriv_kernel(np.ascontiguousarray(ll[:, 0]), np.ascontiguousarray(ll[:, 1]), c, L,
                       a, b, sect, _derivative_table(L), out)
+    return out
+
+
+def field_values(latlon: np.ndarray, coeffs: np.ndarray, L: int) -> np.ndarray:
+    """``(n,)`` float64 ``f = sum coeffs Y`` at ``latlon`` ``(n, 2)`` for one ``(d,)`` vector,
+    without storing the ``(n, d)`` harmonics (for many points at high L)."""
+    a, b, sect = _tables(L)
+    ll = np.asarray(latlon, dtype=np.float64)
+    out = np.empty(ll.shape[0])
+    with _LOCK:
+        _field_kernel(np.ascontiguousarray(ll[:, 0]), np.ascontiguousarray(ll[:, 1]),
+                      np.ascontiguousarray(coeffs, dtype=np.float64), L, a, b, sect, out)
     return out
