@@ -91,25 +91,33 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> None:
 
 
 def plain_torch_sh(latlon: torch.Tensor, L: int) -> torch.Tensor:
-    """Baseline: plain float32 normalised-Legendre recursion, vectorised over points."""
-    a, b, sect = (torch.as_tensor(v, dtype=torch.float32) for v in _recurrence(L))
+    """Baseline: plain float32 normalised-Legendre recursion, vectorised over points and m.
+
+    One pass over degrees l; each step updates all orders at once and writes the
+    degree's (2l+1)-wide block of the output.
+    """
+    a_np, b_np, sect_np = _recurrence(L)
+    a = torch.as_tensor(a_np[:, L:], dtype=torch.float32)  # [l, m], m >= 0
+    b = torch.as_tensor(b_np[:, L:], dtype=torch.float32)
     lat, lon = torch.deg2rad(latlon[:, 0]).float(), torch.deg2rad(latlon[:, 1]).float()
-    x, s = torch.sin(lat), torch.cos(lat)
+    x, s = torch.sin(lat)[:, None], torch.cos(lat)
+    m = torch.arange(1, L + 1, dtype=torch.float32)
+    cos_m, sin_m = math.sqrt(2) * torch.cos(lon[:, None] * m), math.sqrt(2) * torch.sin(
+        lon[:, None] * m)
+    sect = torch.cumprod(torch.as_tensor(sect_np, dtype=torch.float32)[1:] * s[:, None], 1)
+    sect = torch.cat([torch.ones_like(s)[:, None], sect], 1) / math.sqrt(4 * math.pi)
     out = torch.empty(latlon.shape[0], (L + 1) ** 2)
-    pmm = torch.full_like(x, 1 / math.sqrt(4 * math.pi))
-    for m in range(L + 1):
-        if m:
-            pmm = pmm * sect[m] * s
-        cm, sm = math.sqrt(2) * torch.cos(m * lon), math.sqrt(2) * torch.sin(m * lon)
-        p2, p1 = torch.zeros_like(x), pmm
-        for l in range(m, L + 1):
-            if l > m:
-                p1, p2 = a[l, L + m] * x * p1 - b[l, L + m] * p2, p1
-            if m == 0:
-                out[:, l * l + l] = p1
-            else:
-                out[:, l * l + l + m] = p1 * cm
-                out[:, l * l + l - m] = p1 * sm
+    p_prev2 = torch.zeros(latlon.shape[0], L + 1)
+    p_prev = torch.zeros(latlon.shape[0], L + 1)
+    for l in range(L + 1):
+        p = a[l] * x * p_prev - b[l] * p_prev2
+        p[:, l] = sect[:, l]
+        blk = out[:, l * l : (l + 1) * (l + 1)]
+        blk[:, l] = p[:, 0]
+        if l:
+            blk[:, l + 1 :] = p[:, 1 : l + 1] * cos_m[:, :l]
+            blk[:, :l] = (p[:, 1 : l + 1] * sin_m[:, :l]).flip(1)
+        p_prev2, p_prev = p_prev, p
     return out
 
 

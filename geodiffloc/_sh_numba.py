@@ -12,6 +12,7 @@ autograd). Set ``GEODIFFLOC_NO_NUMBA=1`` to force the torch path.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -80,6 +81,110 @@ if numba is not None:
                         out[i, base - m] = wl * fs
 
 
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _deriv_kernel(lat_deg, lon_deg, c, L, a, b, sect, e_tab, out):  # pragma: no cover - jitted
+        """Per point i: f and its lat/lon derivatives up to 2nd order for vector c[i]."""
+        n = lat_deg.shape[0]
+        d2r = math.pi / 180.0
+        root2 = math.sqrt(2.0)
+        seed = 1.0 / math.sqrt(4.0 * math.pi)
+        for i in prange(n):
+            lat = lat_deg[i] * d2r
+            lon = lon_deg[i] * d2r
+            x = math.sin(lat)
+            s = math.cos(lat)
+            t = x / s
+            c1 = math.cos(lon)
+            s1 = math.sin(lon)
+            cm, sm = 1.0, 0.0
+            cp, sp = c1, -s1
+            pmm = seed
+            f = ft = fp = ftt = ftp = fpp = 0.0
+            for m in range(L + 1):
+                if m > 0:
+                    pmm = pmm * sect[m] * s
+                    cn = 2.0 * c1 * cm - cp
+                    sn = 2.0 * c1 * sm - sp
+                    cp, sp, cm, sm = cm, sm, cn, sn
+                p2 = 0.0
+                p1 = pmm
+                prev = 0.0
+                for l in range(m, L + 1):
+                    if l > m:
+                        p = a[l, m] * x * p1 - b[l, m] * p2
+                        p2 = p1
+                        prev = p1
+                        p1 = p
+                    # d/dlat P_lm(sin lat) and the Legendre equation for the 2nd derivative
+                    e = e_tab[l, m]
+                    dp = (-l * x * p1 + e * prev) / s
+                    d2p = t * dp - (l * (l + 1.0) - m * m / (s * s)) * p1
+                    base = l * l + l
+                    if m == 0:
+                        v, w = c[i, base], 0.0
+                    else:
+                        cc = root2 * c[i, base + m]
+                        cs = root2 * c[i, base - m]
+                        v = cc * cm + cs * sm
+                        w = m * (cs * cm - cc * sm)
+                    f += p1 * v
+                    ft += dp * v
+                    ftt += d2p * v
+                    fp += p1 * w
+                    ftp += dp * w
+                    fpp -= m * m * p1 * v
+            out[i, 0] = f
+            out[i, 1] = ft
+            out[i, 2] = fp
+            out[i, 3] = ftt
+            out[i, 4] = ftp
+            out[i, 5] = fpp
+
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _field_kernel(lat_deg, lon_deg, c, L, a, b, sect, out):  # pragma: no cover - jitted
+        """out[i] = sum_lm c[lm] Y_lm(point i): the harmonics are never stored."""
+        n = lat_deg.shape[0]
+        d2r = math.pi / 180.0
+        root2 = math.sqrt(2.0)
+        seed = 1.0 / math.sqrt(4.0 * math.pi)
+        for i in prange(n):
+            lat = lat_deg[i] * d2r
+            lon = lon_deg[i] * d2r
+            x = math.sin(lat)
+            s = math.cos(lat)
+            c1 = math.cos(lon)
+            s1 = math.sin(lon)
+            cm, sm = 1.0, 0.0
+            cp, sp = c1, -s1
+            pmm = seed
+            f = 0.0
+            for m in range(L + 1):
+                if m > 0:
+                    pmm = pmm * sect[m] * s
+                    cn = 2.0 * c1 * cm - cp
+                    sn = 2.0 * c1 * sm - sp
+                    cp, sp, cm, sm = cm, sm, cn, sn
+                p2 = 0.0
+                p1 = pmm
+                acc_c = 0.0
+                acc_s = 0.0
+                for l in range(m, L + 1):
+                    if l > m:
+                        p = a[l, m] * x * p1 - b[l, m] * p2
+                        p2 = p1
+                        p1 = p
+                    base = l * l + l
+                    acc_c += p1 * c[base + m]
+                    if m > 0:
+                        acc_s += p1 * c[base - m]
+                if m == 0:
+                    f += acc_c
+                else:
+                    f += root2 * (acc_c * cm + acc_s * sm)
+            out[i] = f
+
+
 def _tables(L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from .harmonics import _recurrence
 
@@ -87,6 +192,13 @@ def _tables(L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # The kernel indexes [l, m] for m >= 0; the torch path keeps a mirrored layout.
     return (np.ascontiguousarray(a_full[:, L:]), np.ascontiguousarray(b_full[:, L:]),
             np.ascontiguousarray(sect))
+
+
+@functools.lru_cache(maxsize=16)
+def _derivative_table(L: int) -> np.ndarray:
+    """``e[l, m] = sqrt((2l+1)(l^2-m^2)/(2l-1))``: ``cos^2(lat) dP_lm/dx`` needs ``e P_{l-1,m}``."""
+    l, m = np.meshgrid(np.arange(L + 1.0), np.arange(L + 1.0), indexing="ij")
+    return np.sqrt(np.clip((2 * l + 1) * (l * l - m * m), 0, None) / np.maximum(2 * l - 1, 1.0))
 
 
 def fill_real_sph_harm(latlon: np.ndarray, L: int, out: np.ndarray,
@@ -106,3 +218,28 @@ def fill_real_sph_harm(latlon: np.ndarray, L: int, out: np.ndarray,
             numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
         _kernel(lat, lon, L, a, b, sect, w, out)
 
+
+
+def field_derivatives(latlon: np.ndarray, coeffs: np.ndarray, L: int) -> np.ndarray:
+    """``(n, 6)``: ``f, f_lat, f_lon, f_lat_lat, f_lat_lon, f_lon_lon`` (radians) of
+    ``f = sum coeffs[i] Y`` at point ``i``. Not for points within ~1e-6 deg of a pole."""
+    a, b, sect = _tables(L)
+    ll = np.asarray(latlon, dtype=np.float64)
+    c = np.ascontiguousarray(coeffs, dtype=np.float64)
+    out = np.empty((ll.shape[0], 6))
+    with _LOCK:
+        _deriv_kernel(np.ascontiguousarray(ll[:, 0]), np.ascontiguousarray(ll[:, 1]), c, L,
+                      a, b, sect, _derivative_table(L), out)
+    return out
+
+
+def field_values(latlon: np.ndarray, coeffs: np.ndarray, L: int) -> np.ndarray:
+    """``(n,)`` float64 ``f = sum coeffs Y`` at ``latlon`` ``(n, 2)`` for one ``(d,)`` vector,
+    without storing the ``(n, d)`` harmonics (for many points at high L)."""
+    a, b, sect = _tables(L)
+    ll = np.asarray(latlon, dtype=np.float64)
+    out = np.empty(ll.shape[0])
+    with _LOCK:
+        _field_kernel(np.ascontiguousarray(ll[:, 0]), np.ascontiguousarray(ll[:, 1]),
+                      np.ascontiguousarray(coeffs, dtype=np.float64), L, a, b, sect, out)
+    return out

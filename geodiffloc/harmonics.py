@@ -193,7 +193,7 @@ def real_sph_harm(
     L: int,
     *,
     dtype: torch.dtype | None = None,
-    chunk: int = 2048,
+    chunk: int | None = None,
 ) -> torch.Tensor:
     r"""Evaluate all real orthonormal spherical harmonics of degree ``<= L``.
 
@@ -207,8 +207,9 @@ def real_sph_harm(
         Output dtype (default: the input's floating dtype). The recurrence runs in
         float64 either way.
     chunk
-        Points per chunk on the torch (GPU / no numba) path; keeps the recurrence in
-        cache. The numba kernel needs no chunks.
+        Points per chunk on the torch (GPU / no numba) path: default 2048 on CPU (keeps
+        the recurrence in cache), 65536 on GPUs (fewer kernel launches). The numba
+        kernel needs no chunks.
 
     Returns
     -------
@@ -249,6 +250,8 @@ def real_sph_harm(
                                      threads=torch.get_num_threads())
         return out
     with torch.no_grad():
+        if chunk is None:
+            chunk = 2048 if latlon.device.type == "cpu" else 65536
         _sph_harm_fast(latlon, L, out, max(1, int(chunk)))
     return out
 

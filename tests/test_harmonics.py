@@ -273,3 +273,18 @@ def test_non_contiguous_and_float32_input_rows():
     assert not ll.is_contiguous()
     ref = scipy_real_sph_harm(ll[:, 0].numpy(), ll[:, 1].numpy(), 9)
     assert np.abs(real_sph_harm(ll, 9).numpy() - ref).max() <= 1e-12
+
+
+@pytest.mark.parametrize("L", [0, 5, 47, 127])
+def test_fused_field_values_match_harmonics_times_coefficients(L):
+    """The fused field kernel (no stored harmonics) equals Y @ c from the float64 path."""
+    import geodiffloc.harmonics as H
+
+    if not H._sh_numba.available():
+        pytest.skip("numba not installed")
+    lat, lon = _test_points(50, seed=L + 11)
+    ll = torch.from_numpy(np.stack([lat, lon], 1))
+    c = torch.randn(n_coeffs(L), generator=torch.Generator().manual_seed(L), dtype=torch.float64)
+    ref = (torch.from_numpy(scipy_real_sph_harm(lat, lon, L)) @ c).numpy()
+    got = H._sh_numba.field_values(ll.numpy(), c.numpy(), L)
+    np.testing.assert_allclose(got, ref, atol=1e-10 * (L + 1))

@@ -228,3 +228,54 @@ def test_decode_errors():
     with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
         s.decode(e, np.zeros((4, 3)))
     assert math.isfinite(s.width_km)
+
+
+def test_analytic_field_derivatives_match_finite_differences():
+    """The fused kernel's gradient / Hessian of f against central differences of f."""
+    from geodiffloc import _sh_numba
+    from geodiffloc.harmonics import real_sph_harm
+
+    if not _sh_numba.available():
+        pytest.skip("numba not installed")
+    L = 31
+    g = torch.Generator().manual_seed(4)
+    c = torch.randn(5, (L + 1) ** 2, generator=g, dtype=torch.float64)
+    ll = torch.tensor([[10.0, 20.0], [-50.0, 170.0], [80.0, -100.0], [0.0, 0.0], [87.0, 33.0]],
+                      dtype=torch.float64)
+    got = _sh_numba.field_derivatives(ll.numpy(), c.numpy(), L)
+
+    def f(dlat: float, dlon: float) -> np.ndarray:
+        shifted = ll + torch.tensor([dlat, dlon], dtype=torch.float64)
+        return (real_sph_harm(shifted, L) * c).sum(1).numpy()
+
+    h = 1e-4
+    hr = math.radians(h)
+    f0 = f(0, 0)
+    ref = np.stack([
+        f0,
+        (f(h, 0) - f(-h, 0)) / (2 * hr),
+        (f(0, h) - f(0, -h)) / (2 * hr),
+        (f(h, 0) - 2 * f0 + f(-h, 0)) / hr**2,
+        (f(h, h) - f(h, -h) - f(-h, h) + f(-h, -h)) / (4 * hr**2),
+        (f(0, h) - 2 * f0 + f(0, -h)) / hr**2,
+    ], 1)
+    scale = np.abs(ref).max(0)
+    assert (np.abs(got - ref).max(0) / scale <= [1e-12, 1e-8, 1e-8, 1e-4, 1e-4, 1e-4]).all()
+
+
+@pytest.mark.parametrize("L", [15, 47, 127])
+def test_newton_and_stencil_refinement_agree(L):
+    """Analytic Newton (default on CPU) and the stencil reach the same modes, to cm."""
+    s = SHDD(L)
+    truth = uniform_random(40, generator=torch.Generator().manual_seed(L), dtype=torch.float64)
+    truth[0] = torch.tensor([89.5, 10.0])  # polar cap: stencil inside "newton"
+    truth[1] = torch.tensor([-87.9, -170.0])  # just outside the cap
+    truth[2] = torch.tensor([0.0, 179.99])  # antimeridian
+    e = s.encode(latlon=truth).float()
+    start = s.decode(e, refine=False)
+    a = refine_modes(s, e, start, method="newton")
+    b = refine_modes(s, e, start, method="stencil")
+    assert gc_km(a, b).max() < 0.01
+    assert gc_km(a, truth).max() < 0.01
+    with pytest.raises(ValueError, match="method must be"):
+        refine_modes(s, e, start, method="bfgs")

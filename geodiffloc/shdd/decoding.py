@@ -60,7 +60,7 @@ _R1_SPACINGS = 1.5  # stage-1 search radius, in coarse-lattice spacings
 _BLOCK_FLOATS = 60_000_000  # per block of vectors: ~240 MB of float32 candidate harmonics
 _CLEAR_Z = 8.0  # low-pass peak height in std-devs of the low-pass field below which -> dense
 _R2_LOBES = 0.5  # stage-3 search radius, in half-widths pi/(Lm+1) of the mid-pass lobe
-_Y_BUDGET = 300_000_000  # floats of cached anchor harmonics (1.2 GB in float32)
+_Y_BUDGET = 250_000_000  # floats of cached anchor harmonics (1 GB in float32; goal: <= 1 GB)
 
 
 def default_anchors(L: int) -> torch.Tensor:
@@ -244,16 +244,98 @@ _STENCIL = torch.tensor([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1], [1, 1], [1, -
                          [-1, -1]], dtype=torch.float64)
 
 
+_POLAR_LAT = 88.0  # analytic derivatives divide by cos(lat): the stencil takes the caps
+
+
 def refine_modes(shdd: SHDD | int, coeffs: torch.Tensor, start: torch.Tensor, *, steps: int = 7,
-                 h0_rad: float | None = None) -> torch.Tensor:
+                 h0_rad: float | None = None, method: str = "auto") -> torch.Tensor:
     """Newton ascent of ``f`` on the sphere from ``start`` ``(n, 2)``; returns ``(n, 2)``.
 
-    Each step fits the gradient and Hessian of ``f`` by central differences on a 3 x 3
-    stencil of spacing ``h`` in the local tangent plane, takes the Newton step when the
-    Hessian is negative definite (a gradient step of length ``h`` otherwise), keeps it
-    only if ``f`` increases, and shrinks ``h`` threefold. Float64 throughout.
+    ``method="newton"`` uses the exact gradient and Hessian of ``f`` (one fused
+    numba pass per step: the Legendre recurrence with its latitude derivatives and the
+    covariant Hessian on the sphere), takes the Newton step inside a trust radius when
+    the Hessian is negative definite (a gradient step otherwise), and keeps it only if
+    ``f`` increases; it stops when every proposed step is below 6 mm. Points within 2
+    degrees of a pole use the stencil.
+
+    ``method="stencil"`` fits the gradient and Hessian by central differences on a
+    3 x 3 stencil of spacing ``h`` in the local tangent plane, with the same safeguards,
+    shrinking ``h`` threefold per step (``steps`` steps). Device-agnostic.
+
+    ``"auto"`` (default): ``"newton"`` on CPU when numba is installed, else
+    ``"stencil"``. Float64 throughout.
     """
+    from .. import _sh_numba
+
+    if method not in ("auto", "newton", "stencil"):
+        raise ValueError(f"method must be 'auto', 'newton' or 'stencil'; got {method!r}.")
     L = int(getattr(shdd, "L", shdd))
+    newton_ok = _sh_numba.available() and coeffs.device.type == "cpu"
+    if method == "newton" and not newton_ok:
+        raise ValueError("method='newton' needs numba and CPU tensors; use 'stencil'.")
+    if method == "stencil" or not newton_ok:
+        return _refine_stencil(L, coeffs, start, steps=steps, h0_rad=h0_rad)
+    c = coeffs.detach().to(torch.float64)
+    out = start.detach().to(torch.float64).clone()
+    polar = out[:, 0].abs() >= _POLAR_LAT
+    rows = torch.nonzero(~polar).flatten()
+    if rows.numel():
+        out[rows] = _refine_newton(L, c[rows], out[rows], h0_rad=h0_rad)
+    polar = out[:, 0].abs() >= _POLAR_LAT  # starts near a pole, or ends there
+    if bool(polar.any()):
+        rows = torch.nonzero(polar).flatten()
+        out[rows] = _refine_stencil(L, c[rows], out[rows], steps=steps, h0_rad=h0_rad)
+    return out
+
+
+def _refine_newton(L: int, c: torch.Tensor, start: torch.Tensor, *, max_steps: int = 12,
+                   h0_rad: float | None = None) -> torch.Tensor:
+    from .._sh_numba import field_derivatives
+
+    cn = c.numpy()
+    p = start.numpy().copy()
+    radius = np.full(p.shape[0], h0_rad if h0_rad is not None else 0.5 * math.pi / (L + 1))
+    d = field_derivatives(p, cn, L)
+    for _ in range(max_steps):
+        lat, lon = np.deg2rad(p[:, 0]), np.deg2rad(p[:, 1])
+        x, s = np.sin(lat), np.cos(lat)
+        f, ft, fp, ftt, ftp, fpp = d.T
+        # Gradient and covariant Hessian in the orthonormal (north, east) frame.
+        gn, ge = ft, fp / s
+        hnn = ftt
+        hne = (ftp + x / s * fp) / s
+        hee = (fpp - x * s * ft) / s**2
+        det = hnn * hee - hne**2
+        newton = (hnn < 0) & (det > 0)
+        safe = np.where(newton, det, 1.0)
+        dn = np.where(newton, -(hee * gn - hne * ge) / safe, 0.0)
+        de = np.where(newton, -(hnn * ge - hne * gn) / safe, 0.0)
+        gnorm = np.maximum(np.hypot(gn, ge), 1e-300)
+        dn = np.where(newton, dn, radius * gn / gnorm)
+        de = np.where(newton, de, radius * ge / gnorm)
+        length = np.hypot(dn, de)
+        scale = np.minimum(1.0, radius / np.maximum(length, 1e-300))
+        dn, de = dn * scale, de * scale
+        # Move along the tangent plane and back onto the sphere.
+        north = np.stack([-x * np.cos(lon), -x * np.sin(lon), s], 1)
+        east = np.stack([-np.sin(lon), np.cos(lon), np.zeros_like(lon)], 1)
+        xyz = np.stack([s * np.cos(lon), s * np.sin(lon), x], 1)
+        cand = xyz + dn[:, None] * north + de[:, None] * east
+        cand /= np.linalg.norm(cand, axis=1, keepdims=True)
+        cand_ll = np.stack([np.rad2deg(np.arcsin(np.clip(cand[:, 2], -1, 1))),
+                            np.rad2deg(np.arctan2(cand[:, 1], cand[:, 0]))], 1)
+        d_new = field_derivatives(cand_ll, cn, L)
+        better = d_new[:, 0] >= f
+        p = np.where(better[:, None], cand_ll, p)
+        d = np.where(better[:, None], d_new, d)
+        radius = np.where(better, radius, radius / 4)
+        if float(np.max(length * scale)) < 1e-9:  # every proposed step under 6 mm
+            break
+    return torch.from_numpy(p)
+
+
+def _refine_stencil(L: int, coeffs: torch.Tensor, start: torch.Tensor, *, steps: int,
+                    h0_rad: float | None) -> torch.Tensor:
     c = coeffs.detach().to(torch.float64)
     p = latlon_to_xyz(start.to(c.device, torch.float64))
     h = h0_rad if h0_rad is not None else 0.25 * math.pi / (L + 1)

@@ -22,6 +22,7 @@ import math
 import numpy as np
 import torch
 
+from .. import _sh_numba
 from ..harmonics import real_sph_harm
 from .decoding import refine_modes
 from .synthesis import synthesize
@@ -174,11 +175,12 @@ def _hot_cells(c: torch.Tensor, L: int, lat_c: np.ndarray, lon_c: np.ndarray,
     keep = w_f > 0
     dev = c.device
     latlon = torch.as_tensor(np.stack([lat_f[keep], lon_f[keep]], 1), device=dev)
-    terms = []
     cd = c.to(torch.float64)
-    step = max(1, 30_000_000 // (L + 1) ** 2)
-    for s in range(0, latlon.shape[0], step):
-        y = real_sph_harm(latlon[s : s + step], L)
-        terms.append(y @ cd)
-    f = torch.cat(terms)
+    if _sh_numba.available() and dev.type == "cpu":
+        # Fused: the field at each node without storing (nodes x (L+1)^2) harmonics.
+        f = torch.from_numpy(_sh_numba.field_values(latlon.numpy(), cd.numpy(), L))
+    else:
+        step = max(1, 30_000_000 // (L + 1) ** 2)
+        f = torch.cat([real_sph_harm(latlon[s : s + step], L) @ cd
+                       for s in range(0, latlon.shape[0], step)])
     return f + torch.log(torch.as_tensor(w_f[keep], device=dev))

@@ -139,7 +139,8 @@ def test_probability_map_is_a_normalised_mixture(trained):
     coeffs, _ = trained.sample_locations(torch.eye(4, 8)[:1], n_views=3, sampler="dpm++",
                                          steps=8, seed=5)
     own = trained.shdd.field(coeffs[0], resolution=2.0).values.mean(axis=0)
-    np.testing.assert_allclose(da.values[0], own / own.sum(), rtol=1e-6, atol=1e-12)
+    # (float32 maps: values agree to float32 resolution of f ~ (L+1)^2, not to 1e-9)
+    np.testing.assert_allclose(da.values[0], own / own.sum(), rtol=2e-5, atol=1e-12)
     # most of the mass is near the true city
     lat, lon = np.meshgrid(da.lat.values, da.lon.values, indexing="ij")
     d = _km(torch.tensor(np.stack([lat, lon], -1)), PLACES[0].expand(90, 180, 2))
