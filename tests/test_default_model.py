@@ -91,7 +91,7 @@ def _stub_training(calls, model):
     return stub
 
 
-def test_corrupt_cache_file_is_a_clear_error_unless_retrain(tmp_path, monkeypatch):
+def test_corrupt_cache_file_is_rebuilt_with_a_warning(tmp_path, monkeypatch, caplog):
     cfg = tiny_default_config()
     enc = HashWordEncoder()
     path = default_model_path(cfg, encoder_name=enc.name, cache_dir=tmp_path)
@@ -100,11 +100,9 @@ def test_corrupt_cache_file_is_a_clear_error_unless_retrain(tmp_path, monkeypatc
     calls: list = []
     dummy = LocDiff(L=2, cond_dim=enc.dim, widths=(16,), encoder=enc)
     monkeypatch.setattr(dm_mod, "train_default_model", _stub_training(calls, dummy))
-    with pytest.raises(ValueError, match="retrain"):
-        default_model(config=cfg, encoder=enc, cache_dir=tmp_path, progress=False)
-    assert calls == []
-    model, _ = default_model(config=cfg, encoder=enc, cache_dir=tmp_path, retrain=True,
-                             progress=False)
+    with caplog.at_level("WARNING", logger="geodiffloc.pipeline"):
+        model, _ = default_model(config=cfg, encoder=enc, cache_dir=tmp_path, progress=False)
+    assert "not usable" in caplog.text
     assert model is dummy
     assert calls == [{"path": path, "overwrite": True}]
 

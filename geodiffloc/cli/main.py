@@ -78,7 +78,7 @@ def _describe(err: BaseException) -> tuple[str, int]:
         return f"{type(err).__name__} on {err.filename}", 2
     if isinstance(err, OSError) and err.strerror and err.filename and str(err).startswith("["):
         return f"{err.strerror}: {err.filename}", 2
-    if isinstance(err, MemoryError):
+    if isinstance(err, MemoryError) and not isinstance(err, ValueError):  # a real OOM
         return (f"out of memory{': ' + str(err) if str(err) else ''}; use a coarser "
                 "--resolution, fewer --samples or fewer inputs per run.", 2)
     if isinstance(err, EXPECTED) or type(err).__name__ in ("OutOfMemoryError",

@@ -20,7 +20,9 @@ from torch import nn
 
 from ..._io import atomic_path
 from ...encoders.base import Encoder, check_encoder_matches
+from ...shdd._validate import check_coeff_values
 from ...sphere import LatLonGrid, check_latlon_tensor
+from .._validate import check_sampling_args, check_state_dict, parse_checkpoint_config
 from .aggregate import AGGREGATIONS, agreement, centroid, mixture_mode
 from .csiren import CSUNet
 from .diffusion import SAMPLERS, AnchorSampler, DiffusionConfig, diffusion_loss, sample_latents
@@ -364,6 +366,8 @@ class LocDiff(nn.Module):
         (coeffs, latlon)
             ``(n, K, d)`` float32 coefficients and ``(n, K, 2)`` float64 decoded locations.
         """
+        check_sampling_args(steps=steps, guidance_scale=guidance_scale, n_views=n_views,
+                            samples_per_view=samples_per_view)
         views = self.embed_views(inputs, n_views=n_views, encoder=encoder)
         if views.shape[1] == 1 and encoder is None:
             views = views.expand(-1, int(n_views), -1)
@@ -374,7 +378,7 @@ class LocDiff(nn.Module):
                              sampler=sampler, generator=generator,
                              guidance_scale=guidance_scale, progress=progress)
         coeffs = coeffs.reshape(n, v * int(samples_per_view), self.dim)
-        flat = coeffs.reshape(-1, self.dim)
+        flat = check_coeff_values(coeffs.reshape(-1, self.dim), "the sampled SHDD coefficients")
         latlon = self.shdd.decode(flat, anchors=decode_anchors, refine=True)
         latlon = torch.as_tensor(latlon, dtype=torch.float64).reshape(n, -1, 2)
         return coeffs, latlon
@@ -438,6 +442,7 @@ class LocDiff(nn.Module):
 
         if aggregate not in AGGREGATIONS:
             raise ValueError(f"aggregate must be one of {AGGREGATIONS}; got {aggregate!r}.")
+        check_sampling_args(confidence_km=confidence_km)
         coeffs, samples = self.sample_locations(
             inputs, n_views=n_views, samples_per_view=samples_per_view, encoder=encoder,
             sampler=sampler, steps=steps, seed=seed, generator=generator,
@@ -563,16 +568,19 @@ class LocDiff(nn.Module):
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as err:  # safetensors raises its own error types
             raise ValueError(f"{os.fspath(path)!r} is not a safetensors checkpoint: {err}") from err
-        cfg = json.loads(meta.get("config", "{}"))
-        if cfg.get("format") != FORMAT:
-            raise ValueError(
-                f"{os.fspath(path)!r} is not a LocDiff checkpoint (format {cfg.get('format')!r})."
-            )
-        model = cls(
-            L=cfg["L"], cond_dim=cfg["cond_dim"], widths=cfg["widths"], time_dim=cfg["time_dim"],
-            w0=cfg["w0"], diffusion=DiffusionConfig(**cfg["diffusion"]), encoder=cfg["encoder"],
-            taper=cfg.get("taper"),
-        )
+        cfg = parse_checkpoint_config(meta.get("config"), path, FORMAT)
+
+        def build() -> LocDiff:
+            try:
+                diffusion = DiffusionConfig(**cfg["diffusion"])
+            except TypeError as err:
+                raise ValueError(f"{os.fspath(path)!r}: bad diffusion config ({err}).") from None
+            return cls(L=cfg["L"], cond_dim=cfg["cond_dim"], widths=cfg["widths"],
+                       time_dim=cfg["time_dim"], w0=cfg["w0"], diffusion=diffusion,
+                       encoder=cfg["encoder"], taper=cfg.get("taper"))
+
+        check_state_dict(lambda: build().net, tensors, path)
+        model = build()
         model.net.load_state_dict(tensors)
         return model.to(map_location).eval()
 
