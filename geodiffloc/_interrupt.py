@@ -33,10 +33,13 @@ class Interrupted(BaseException):
         The signal number.
     exit_code
         ``128 + signum``.
+    during
+        The step that was running when the signal came (see :func:`stage`).
     """
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, during: str = "starting") -> None:
         self.signum = int(signum)
+        self.during = during
         self.exit_code = 128 + self.signum
         try:
             self.name = signal.Signals(signum).name
@@ -71,7 +74,7 @@ def _raise(signum: int, frame: object) -> None:
     # a second signal while cleaning up must not cut the cleanup short
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, signal.SIG_IGN)
-    raise Interrupted(signum)
+    raise Interrupted(signum, current_stage())  # the stage, before unwinding pops it
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import os
 import pickle
 import sys
 
-from .._interrupt import Interrupted, current_stage, handle_signals
+from .._interrupt import Interrupted, handle_signals
 from .._version import __version__
 
 #: Set to 1 to get Python tracebacks instead of one-line errors.
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.func(args) or 0)
         except Interrupted as stop:
             print(f"geodiffloc {args.command}: interrupted by {stop.name} while "
-                  f"{current_stage()}; temporary files were removed and no partial outputs "
+                  f"{stop.during}; temporary files were removed and no partial outputs "
                   "were left.", file=sys.stderr)
             return stop.exit_code
         except Exception as err:

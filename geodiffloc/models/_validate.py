@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["check_positive_int", "check_sampling_args", "check_state_dict",
-           "parse_checkpoint_config"]
+__all__ = ["check_finite_weights", "check_positive_int", "check_sampling_args",
+           "check_state_dict", "parse_checkpoint_config"]
 
 
 def check_positive_int(value: Any, name: str) -> int:
@@ -78,8 +78,43 @@ _LOCDIFF_KEYS: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def parse_checkpoint_config(raw: str | None, path: str | os.PathLike, fmt: str) -> dict[str, Any]:
+def _small_int(hi: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= hi
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: The same for a GeoCLIP checkpoint (sizes bounded so a crafted file cannot ask for
+#: more than a few GB before its weights are compared).
+_GEOCLIP_KEYS: dict[str, Callable[[Any], bool]] = {
+    "backbone_dim": _small_int(1 << 14),
+    "embed_dim": _small_int(1 << 13),
+    "sigmas": lambda v: isinstance(v, list) and 0 < len(v) <= 16
+    and all(_finite_number(x) and x > 0 for x in v),
+    "n_freqs": _small_int(1 << 13),
+    "hidden_dim": _small_int(1 << 13),
+    "queue_size": _small_int(1 << 22),
+    "batch_noise_m": _finite_number,
+    "queue_noise_m": _finite_number,
+}
+
+
+def parse_checkpoint_config(raw: str | None, path: str | os.PathLike, fmt: str | None,
+                            family: str = "LocDiff") -> dict[str, Any]:
     """The JSON config stored in a checkpoint's metadata, checked key by key.
+
+    Parameters
+    ----------
+    raw
+        The metadata's JSON text.
+    path
+        The checkpoint (for messages).
+    fmt
+        The ``format`` the config must record (``None``: not checked here).
+    family
+        ``"LocDiff"`` or ``"GeoCLIP"``: which keys are required.
 
     Raises
     ------
@@ -91,11 +126,12 @@ def parse_checkpoint_config(raw: str | None, path: str | os.PathLike, fmt: str) 
         cfg = json.loads(raw or "{}")
     except json.JSONDecodeError as err:
         raise ValueError(f"{where!r}: the checkpoint's config is not valid JSON ({err}); the "
-                         "file is damaged or was not written by LocDiff.save.") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != fmt:
+                         f"file is damaged or was not written by {family}.save.") from None
+    if not isinstance(cfg, dict) or (fmt is not None and cfg.get("format") != fmt):
         got = cfg.get("format") if isinstance(cfg, dict) else type(cfg).__name__
-        raise ValueError(f"{where!r} is not a LocDiff checkpoint (format {got!r}).")
-    for key, ok in _LOCDIFF_KEYS.items():
+        raise ValueError(f"{where!r} is not a {family} checkpoint (format {got!r}).")
+    keys = _LOCDIFF_KEYS if family == "LocDiff" else _GEOCLIP_KEYS
+    for key, ok in keys.items():
         if key not in cfg:
             raise ValueError(f"{where!r}: the checkpoint's config lacks {key!r}; the file is "
                              "damaged or from an incompatible version.")
@@ -125,6 +161,12 @@ def check_state_dict(build: Callable[[], torch.nn.Module], tensors: dict[str, to
         if got[k] != shape:
             raise ValueError(f"{where!r}: weight {k!r} has shape {got[k]}, the config needs "
                              f"{shape}; the file is damaged or its config was edited.")
+    check_finite_weights(tensors, path)
+
+
+def check_finite_weights(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Refuse a checkpoint holding NaN/inf weights, naming the first such tensor."""
+    where = os.fspath(path)
     for k, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ValueError(f"{where!r}: weight {k!r} holds NaN or inf; the model diverged "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from torch import nn
 
 from ...encoders.base import Encoder, check_encoder_matches
 from ...sphere.grid import LatLonGrid
+from .._validate import check_finite_weights, check_positive_int, parse_checkpoint_config
 from .gallery import Gallery, GalleryEmbeddingCache, resolve_gallery, weights_fingerprint
 from .location import LocationEncoder
 from .training import GPSQueue, contrastive_loss, perturb_latlon
@@ -190,6 +192,12 @@ class GeoCLIP(nn.Module):
         def load(role: str) -> Any:
             try:
                 return torch.load(files[role], map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:
+                # torch's message suggests weights_only=False: never for a file we did not make
+                raise ValueError(
+                    f"{files[role]} is not a plain weights file (it asks to run code when "
+                    "loaded); refusing it. Reinstall geoclip or point path= at the official "
+                    "files.") from None
             except Exception as e:
                 raise ValueError(f"could not read {files[role]}: {e}") from e
 
@@ -429,7 +437,7 @@ class GeoCLIP(nn.Module):
         import geopandas as gpd
 
         g = self.resolve_gallery(gallery)
-        if not 1 <= int(top_k) <= len(g):
+        if not 1 <= check_positive_int(top_k, "top_k") <= len(g):
             raise ValueError(f"top_k must be between 1 and the gallery size {len(g)}; got {top_k}.")
         q = self._query_embeddings(inputs, input_kind, ten_crop, batch_size, progress)
         g_emb = self.gallery_embeddings(g, progress=progress or len(g) >= 20_000)
@@ -748,7 +756,8 @@ class GeoCLIP(nn.Module):
             raise ValueError(f"{os.fspath(path)!r} is not a safetensors checkpoint: {e}") from e
         if meta.get("format") != _FORMAT:
             raise ValueError(f"{os.fspath(path)!r} is not a geodiffloc GeoCLIP checkpoint.")
-        cfg = json.loads(meta["config"])
+        cfg = parse_checkpoint_config(meta.get("config"), path, None, family="GeoCLIP")
+        check_finite_weights(state, path)
         model = cls(
             backbone_dim=cfg["backbone_dim"], embed_dim=cfg["embed_dim"], sigmas=cfg["sigmas"],
             n_freqs=cfg["n_freqs"], hidden_dim=cfg["hidden_dim"], queue_size=cfg["queue_size"],
