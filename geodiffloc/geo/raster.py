@@ -13,6 +13,7 @@ from .._io import atomic_path
 from .._version import __version__
 from ..sphere import FIELD_KINDS, LatLonGrid
 from ._field import field_parts, masses, provenance, rewrap
+from ._validate import check_real_values
 
 __all__ = ["read_geotiff", "resample_to_grid", "to_density", "to_geotiff", "to_mass"]
 
@@ -289,6 +290,7 @@ def to_geotiff(
     comp = str(compress).lower()
     if comp not in _COMPRESS:
         raise ValueError(f"compress must be one of {sorted(_COMPRESS)}; got {compress!r}.")
+    check_real_values(da)
     parts = field_parts(da, dtype=np.float32)
     data = parts.values.copy()
     if not math.isnan(nodata):

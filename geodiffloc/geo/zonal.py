@@ -18,6 +18,7 @@ import numpy as np
 from ..sphere import LatLonGrid
 from ._antimeridian import to_lonlat_window
 from ._field import field_parts, masses
+from ._validate import as_zone_frame, check_masses, check_supersample
 
 __all__ = ["cell_coverage", "zonal_probability"]
 
@@ -215,10 +216,11 @@ def zonal_probability(
     import scipy.sparse as sp
     from tqdm.auto import tqdm
 
-    if int(supersample) < 1:
-        raise ValueError(f"supersample must be >= 1; got {supersample}.")
+    supersample = check_supersample(supersample, _CHUNK)
+    polygons = as_zone_frame(polygons)
     parts = field_parts(field)
     m = masses(parts, "zonal_probability")
+    check_masses(m, "zonal_probability")
     geoms = _polygons_4326(polygons)
     names = [column] if parts.leading_dim is None else [
         f"{column}_{i}" for i in range(parts.n_queries)]
