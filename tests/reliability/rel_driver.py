@@ -16,6 +16,9 @@ can signal the process while it is inside that step):
 * ``REL_MARK_SAMPLE``: diffusion sampling;
 * ``REL_MARK_WRITE``: after the GeoTIFF was written into the staging folder.
 
+``REL_TRAIN_LOG`` names a file to which each default-model training appends a line
+(the concurrency test counts them).
+
 Everything else (the CLI, signal handling, locate, the writers) is the real code.
 """
 
@@ -67,6 +70,20 @@ def _mark(marker: str) -> None:
         time.sleep(float(os.environ.get("REL_HOLD", "60")))
 
 
+def _count_trainings() -> None:
+    log = os.environ.get("REL_TRAIN_LOG")
+    if not log:
+        return
+    original = dm.train_default_model
+
+    def counted(*args, **kwargs):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return original(*args, **kwargs)
+
+    dm.train_default_model = counted
+
+
 if __name__ == "__main__":
     from geodiffloc import LocDiff
     from geodiffloc import geo as geo_pkg
@@ -75,4 +92,5 @@ if __name__ == "__main__":
     _hook(LocDiff, "training_loss", "REL_MARK_TRAIN")
     _hook(LocDiff, "sample", "REL_MARK_SAMPLE")
     _hook(geo_pkg, "to_geotiff", "REL_MARK_WRITE", after=True)
+    _count_trainings()
     sys.exit(main(sys.argv[1:]))
