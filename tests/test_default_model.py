@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 
@@ -55,9 +56,12 @@ def test_first_use_trains_and_writes_checkpoint_and_manifest(trained):
     accs = [held[f"acc@{t}km"] for t in (1, 25, 200, 750, 2500)]
     assert accs == sorted(accs)
     assert 0.0 <= held["median_km"] <= 20_040.0
-    # the temporary Lightning run folder is gone; only the checkpoint + manifest remain
+    # the temporary Lightning run folder is gone; the checkpoint, its manifest and the
+    # (empty) lock file that serialises first-use training remain
     assert sorted(p.name for p in path.parent.iterdir()) == sorted(
-        [path.name, path.with_suffix(".json").name])
+        [path.name, path.with_suffix(".json").name, path.with_suffix(".lock").name])
+    assert man["model_size"] == path.stat().st_size
+    assert man["model_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_cache_hit_loads_without_training(trained, monkeypatch):
