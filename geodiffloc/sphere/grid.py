@@ -82,6 +82,9 @@ class LatLonGrid:
         if not (math.isfinite(res) and 0.0 < res <= 90.0):
             raise ValueError(f"resolution must be in (0, 90] degrees; got {resolution}.")
         n = 180.0 / res
+        if not n < 1e9:  # finer than ~0.1 mm: 180 / res overflows or is not a cell count
+            raise ValueError(f"resolution {resolution} is absurdly fine; use 0.001 degrees "
+                             "or coarser.")
         if abs(n - round(n)) > 1e-9:
             raise ValueError(
                 f"a global grid needs 180 / resolution to be a whole number; got resolution="
