@@ -339,6 +339,7 @@ def locate(
             f"resolution must divide 180 degrees into whole cells (e.g. 1, 0.5, 0.25); "
             f"got {resolution}."
         )
+    _check_memory(inputs, float(resolution), int(n_samples))
     if not 0.0 <= min_country_prob < 1.0:
         raise ValueError(f"min_country_prob must be in [0, 1); got {min_country_prob}.")
     if isinstance(model, str | os.PathLike) and not Path(model).is_file():
@@ -393,6 +394,19 @@ def locate(
                 table.to_csv(t, index=False, float_format="%.6g")
         written = dict(paths)
     return LocateResult(predictions=preds, field=fld, countries=table, paths=written)
+
+
+def _check_memory(inputs: Any, resolution: float, n_samples: int) -> None:
+    """Refuse, before any work, a run whose fields cannot fit in memory."""
+    from .._memory import check_allocation
+
+    n = 1 if isinstance(inputs, str | os.PathLike) else len(inputs) if hasattr(
+        inputs, "__len__") else 1
+    cells = round(180.0 / resolution) * round(360.0 / resolution)
+    # the (query, lat, lon) float64 field, plus one query's samples being synthesised
+    check_allocation(8.0 * cells * (max(n, 1) + 3 * n_samples),
+                     f"{n} probability field(s) of {cells:,} cells ({resolution} degrees)",
+                     "use a coarser --resolution, fewer --samples or fewer inputs per run")
 
 
 def _check_finite(preds: Any, fld: Any) -> None:
