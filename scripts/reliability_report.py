@@ -49,35 +49,27 @@ def faults(work: Path) -> list[dict]:
     from rel_helpers import save_tiny_model
 
     model = save_tiny_model(work / "tiny.safetensors")
-    real, count = os.replace, [0]
-
-    def counting(a, b):
-        count[0] += 1
-        return real(a, b)
-
-    os.replace = counting
-    t0 = time.perf_counter()
+    z = tf.Zygote(work / "zygote-cache")
     try:
-        tf._locate(model, work / "reference")
+        ref_run = z(job="locate", out=str(work / "reference"), model=str(model))
+        n_points = tf._count_replaces(model, work / "counted")
+        ref = tf._contents(work / "reference")
+        plans = [("commit point", {"kill_at_replace": k}) for k in range(1, n_points + 1)]
+        rng = random.Random(0)
+        plans += [("random time", {"kill_after_s": rng.uniform(0.05, 1.2) * ref_run["seconds"]})
+                  for _ in range(5)]
+        out = []
+        for i, (kind, plan) in enumerate(plans):
+            target = work / f"kill-{i}"
+            z(job="locate", out=str(target), model=str(model), **plan)
+            try:
+                ok, detail = True, tf._check_after_kill(z, target, model, ref)
+            except AssertionError as err:
+                ok, detail = False, str(err)[:200]
+            out.append({"fault": f"kill -9 during locate ({kind})", "plan": str(plan),
+                        "survived": ok, "detail": detail})
     finally:
-        os.replace = real
-    duration = time.perf_counter() - t0
-    ref = tf._contents(work / "reference")
-    out = []
-    plans = [("commit point", {"kill_at_replace": k}) for k in range(1, count[0] + 1)]
-    rng = random.Random(0)
-    plans += [("random time", {"kill_after_s": rng.uniform(0.05, 1.2) * duration})
-              for _ in range(5)]
-    for i, (kind, plan) in enumerate(plans):
-        target = work / f"kill-{i}"
-        tf._in_child(lambda t=target: tf._locate(model, t), **plan)
-        try:
-            how = tf._check_after_kill(target, model, ref)
-            ok, detail = True, how
-        except AssertionError as err:
-            ok, detail = False, str(err)[:200]
-        out.append({"fault": f"kill -9 during locate ({kind})", "plan": str(plan),
-                    "survived": ok, "detail": detail})
+        z.close()
     return out
 
 

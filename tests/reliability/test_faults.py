@@ -1,65 +1,62 @@
 """kill -9 at every file-system commit point of ``locate`` and during first-use training.
 
-A forked child runs the real code and SIGKILLs itself at a chosen point (the k-th
-``os.replace``: each atomic file, the commit record, each publishing rename) or after
-a random delay; the parent then checks that nothing half-made is visible and that the
-next run completes with outputs identical to those of an uninterrupted run.
+A child forked by a clean fork server (rel_zygote.py) runs the real code and SIGKILLs
+itself at a chosen point (the k-th ``os.replace``: each atomic file, the commit record,
+each publishing rename) or after a random delay; the test then checks that nothing
+half-made is visible and that the next run completes with outputs identical to those of
+an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
-import signal
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
-import torch
 from PIL import Image
-from rel_helpers import HashWords, save_tiny_model, tiny_config
+from rel_helpers import HashWords, env, save_tiny_model, tiny_config
 
-from geodiffloc.pipeline import default_model, default_model_path, locate
+from geodiffloc.pipeline import default_model, default_model_path
 from geodiffloc.pipeline.locate import OUTPUT_FILES
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-QUERIES = ["Kyoto temple", "a harbour in Norway"]
+ZYGOTE = Path(__file__).resolve().parent / "rel_zygote.py"
 
 
-def _locate(model: Path, out: Path) -> None:
-    locate(QUERIES, model=model, encoder=HashWords(), out_dir=out, resolution=10.0,
-           n_samples=2, sampler="ddim", steps=2, progress=False, countries_scale="lowres")
+class Zygote:
+    """The fork server of rel_zygote.py: one clean process, a child per request."""
+
+    def __init__(self, cache: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ZYGOTE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True, env=env(cache, ARROW_DEFAULT_MEMORY_POOL="system"))
+
+    def __call__(self, **req) -> dict:
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, "the fork server died"
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.write(json.dumps({"job": "quit"}) + "\n")
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
-def _in_child(fn, *, kill_at_replace: int | None = None, kill_after_s: float | None = None
-              ) -> int:
-    """Run ``fn`` in a forked child that SIGKILLs itself at the chosen point; return the
-    child's wait status."""
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        try:
-            if kill_at_replace is not None:
-                real, count = os.replace, [0]
-
-                def replace(a, b):
-                    count[0] += 1
-                    if count[0] == kill_at_replace:
-                        os.kill(os.getpid(), signal.SIGKILL)
-                    return real(a, b)
-
-                os.replace = replace
-            if kill_after_s is not None:
-                signal.signal(signal.SIGALRM, lambda *a: os.kill(os.getpid(), signal.SIGKILL))
-                signal.setitimer(signal.ITIMER_REAL, kill_after_s)
-            fn()
-        finally:
-            os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    return status
+@pytest.fixture(scope="module")
+def zygote(tmp_path_factory):
+    z = Zygote(tmp_path_factory.mktemp("zygote-cache"))
+    yield z
+    z.close()
 
 
 def _contents(out: Path) -> dict[str, object]:
@@ -79,11 +76,10 @@ def _same(a: dict, b: dict) -> bool:
                for k in a)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults")
-    model = save_tiny_model(root / "tiny.safetensors")
-    out = root / "reference"
+def _count_replaces(model: Path, out: Path) -> int:
+    """Commit points of one locate run, counted in this process (no fork needed)."""
+    from geodiffloc.pipeline import locate
+
     real, count = os.replace, [0]
 
     def counting(a, b):
@@ -91,52 +87,65 @@ def reference(tmp_path_factory):
         return real(a, b)
 
     os.replace = counting
-    t0 = time.perf_counter()
     try:
-        _locate(model, out)
+        locate(["Kyoto temple", "a harbour in Norway"], model=model, encoder=HashWords(),
+               out_dir=out, resolution=10.0, n_samples=2, sampler="ddim", steps=2,
+               progress=False, countries_scale="lowres")
     finally:
         os.replace = real
-    return root, model, _contents(out), count[0], time.perf_counter() - t0
+    return count[0]
 
 
-def _check_after_kill(out: Path, model: Path, ref: dict) -> str:
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, zygote):
+    root = tmp_path_factory.mktemp("faults")
+    model = save_tiny_model(root / "tiny.safetensors")
+    res = zygote(job="locate", out=str(root / "reference"), model=str(model))
+    assert res["exit"] == 0
+    n_points = _count_replaces(model, root / "counted")
+    ref = _contents(root / "reference")
+    assert _same(_contents(root / "counted"), ref)  # runs are reproducible
+    return root, model, ref, n_points, res["seconds"]
+
+
+def _check_after_kill(zygote, out: Path, model: Path, ref: dict) -> str:
     """The next run's view: complete outputs identical to the reference, no leftovers."""
-    try:
-        _locate(model, out)  # recovers a committed set first, or writes afresh
-        how = "rerun"
-    except FileExistsError:  # the killed run had committed: its set was completed
-        how = "rolled forward"
+    existed = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    res = zygote(job="locate", out=str(out), model=str(model))
+    # exit 4: the next run refused (FileExistsError) because the killed run's outputs
+    # had been committed and were completed by the recovery
+    assert res["exit"] in (0, 4), res
+    how = "rerun" if res["exit"] == 0 else "rolled forward"
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(OUTPUT_FILES.values()), names  # no temp files, no staging
+    assert names == sorted(OUTPUT_FILES.values()), (names, existed)  # no temp files
     assert _same(_contents(out), ref)
     return how
 
 
-def test_kill_at_every_commit_point_of_locate(reference):
+def test_kill_at_every_commit_point_of_locate(reference, zygote):
     root, model, ref, n_points, _ = reference
     assert n_points >= len(OUTPUT_FILES) + 1  # files, the commit record, the renames
     seen = set()
     for k in range(1, n_points + 1):
         out = root / f"kill-{k}"
-        status = _in_child(lambda out=out: _locate(model, out), kill_at_replace=k)
-        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        res = zygote(job="locate", out=str(out), model=str(model), kill_at_replace=k)
+        assert res["killed"], res
         visible = [p for p in out.iterdir() if not p.name.startswith(".")] \
             if out.exists() else []
-        # never a half file: whatever is visible opens and is a finished output
-        for p in visible:
+        for p in visible:  # never a half file: only finished outputs are visible
             assert p.name in OUTPUT_FILES.values() and p.stat().st_size > 0
-        seen.add(_check_after_kill(out, model, ref))
+        seen.add(_check_after_kill(zygote, out, model, ref))
     assert seen == {"rerun", "rolled forward"}  # both recovery paths were exercised
 
 
-def test_kill_at_random_times_during_locate(reference):
+def test_kill_at_random_times_during_locate(reference, zygote):
     root, model, ref, _, duration = reference
     rng = random.Random(0)
     for i in range(3):
         out = root / f"random-{i}"
-        _in_child(lambda out=out: _locate(model, out),
-                  kill_after_s=rng.uniform(0.05, 1.2) * duration)
-        _check_after_kill(out, model, ref)
+        zygote(job="locate", out=str(out), model=str(model),
+               kill_after_s=rng.uniform(0.05, 1.2) * duration)
+        _check_after_kill(zygote, out, model, ref)
 
 
 def _weights_digest(model) -> str:
@@ -147,28 +156,14 @@ def _weights_digest(model) -> str:
     return h.hexdigest()
 
 
-def test_kill_during_first_use_training(tmp_path):
+def test_kill_during_first_use_training(tmp_path, zygote):
     cfg, enc = tiny_config(epochs=3), HashWords()
     ref, _ = default_model(config=cfg, encoder=enc, cache_dir=tmp_path / "ref", progress=False)
     cache = tmp_path / "killed"
     models = cache / "models"
-
-    def train():
-        torch.set_num_threads(1)
-        default_model(config=cfg, encoder=enc, cache_dir=cache, progress=False)
-
-    pid = os.fork()
-    if pid == 0:
-        try:
-            train()
-        finally:
-            os._exit(0)
-    t0 = time.monotonic()
-    while not list(models.glob(".train-*")) and time.monotonic() - t0 < 300:
-        time.sleep(0.05)
-    time.sleep(random.Random(1).uniform(0.0, 0.5))
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    res = zygote(job="train", cache=str(cache), epochs=3,
+                 kill_after_train_dir_s=random.Random(1).uniform(0.0, 0.5))
+    assert res["killed"], res
     assert list(models.glob(".train-*")), "the kill was meant to hit the training"
     assert not list(models.glob("*.safetensors"))  # nothing half-trained was cached
     again, _ = default_model(config=cfg, encoder=enc, cache_dir=cache, progress=False)
