@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = [
-    "atomic_path", "check_writable", "fsync_path", "recover_staged", "remove_orphans",
-    "staged_outputs",
+    "atomic_path", "check_safe_checkpoint", "check_writable", "fsync_path", "recover_staged",
+    "remove_orphans", "staged_outputs",
 ]
 
 #: Prefix of the staging folders of :func:`staged_outputs`.
@@ -297,3 +297,29 @@ def staged_outputs(out_dir: str | os.PathLike, names: list[str], *,
         if (stage / _COMMIT).is_file():  # interrupted while publishing: finish, never half
             _publish(stage, root, names)
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def check_safe_checkpoint(path: str | os.PathLike) -> None:
+    """Refuse a PyTorch checkpoint that cannot be read without running code from it.
+
+    Loads it with ``torch.load(weights_only=True)`` (memory-mapped when possible, so a
+    large checkpoint costs little); a pickle that asks for arbitrary objects, or a
+    damaged file, becomes a ``ValueError`` that does *not* suggest ``weights_only=False``
+    (never safe for a file someone else made).
+    """
+    import pickle
+
+    import torch
+
+    try:
+        try:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:  # not a zip checkpoint: mmap unsupported, read it plainly
+            if "mmap" not in str(err):
+                raise
+            torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+        kind = ("asks to run code when loaded" if isinstance(err, pickle.UnpicklingError)
+                and "global" in str(err).lower() else "is damaged or not a PyTorch checkpoint")
+        raise ValueError(f"checkpoint {os.fspath(path)} {kind}; refusing it. Resume only from "
+                         "checkpoints written by geodiffloc train.") from None

@@ -536,4 +536,24 @@ def load_config(
     _bool(e, "evaluate", "export")
     if not e["path"]:
         raise ValueError("export.path must name the exported model file, e.g. model.safetensors.")
+    check_inside_out_dir(e["path"], "export.path")
     return cfg
+
+
+def check_inside_out_dir(path: Any, key: str) -> None:
+    """Paths in configs name files inside the run's output folder, never outside it.
+
+    Examples
+    --------
+    >>> check_inside_out_dir("model.safetensors", "export.path")
+    >>> check_inside_out_dir("../x.safetensors", "export.path")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: export.path must be a file name inside out_dir ...
+    """
+    from pathlib import PurePath
+
+    p = PurePath(str(path))
+    if p.is_absolute() or ".." in p.parts or str(path).startswith("~"):
+        raise ValueError(f"{key} must be a file name inside out_dir (no absolute paths, no "
+                         f"'..'); got {str(path)!r}.")

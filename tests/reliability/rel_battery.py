@@ -175,8 +175,19 @@ def _files(work: Path) -> dict[str, Path]:
                               f"['touch {f['evil_marker']}']\n")
     f["bad_yaml"] = work / "bad.yaml"
     f["bad_yaml"].write_text("family: locdiff\ndata: [unclosed\n")
+    # a runnable tiny training config over an .npz of arrays (nothing to embed)
+    f["arrays"] = work / "arrays.npz"
+    rng = np.random.default_rng(0)
+    np.savez(f["arrays"], embeddings=rng.standard_normal((64, 8)).astype(np.float32),
+             latlon=np.column_stack([rng.uniform(-80, 80, 64), rng.uniform(-180, 180, 64)]))
+    base = (f"family: locdiff\ndata: {{source: arrays, path: {f['arrays']}, batch_size: 16}}\n"
+            "model: {L: 3, widths: [16], time_dim: 8}\ntrainer: {max_epochs: 1}\n")
+    f["tiny_yaml"] = work / "tiny.yaml"
+    f["tiny_yaml"].write_text(base)
     f["absurd_yaml"] = work / "absurd.yaml"
-    f["absurd_yaml"].write_text("family: locdiff\nmodel: {L: 100000}\n")
+    f["absurd_yaml"].write_text(base.replace("L: 3", "L: 100000"))
+    f["escape_yaml"] = work / "escape.yaml"
+    f["escape_yaml"].write_text(base + "export: {path: ../../escaped.safetensors}\n")
     return f
 
 
@@ -258,7 +269,6 @@ def api_cases(f: dict[str, Path]) -> list[tuple[str, str, Callable[[], Any]]]:
     add("geo", "zonal(field with +inf)", lambda: zonal_probability(pos_inf, polys))
     add("geo", "zonal(field x 3, not normalised)",
         lambda: zonal_probability(field.copy(data=3 * field.values), polys))
-    add("geo", "zonal(GeoSeries as zones)", lambda: zonal_probability(field, polys.geometry))
     add("geo", "zonal(points as zones)", lambda: zonal_probability(field, gpd.GeoDataFrame(
         geometry=[Point(1, 1)], crs="EPSG:4326")))
     add("geo", "zonal(lines as zones)", lambda: zonal_probability(field, gpd.GeoDataFrame(
@@ -318,14 +328,17 @@ def cli_cases(f: dict[str, Path], work: Path) -> list[tuple[str, str, list[str]]
                                                   str(f["evil_yaml"])]))
     c.append(("train", "absurd L", ["train", "locdiff", "-c", str(f["absurd_yaml"]), "-o",
                                     str(work / "t1")]))
-    c.append(("train", "--devices abc", ["train", "locdiff", "-c", str(f["absurd_yaml"]),
+    c.append(("train", "export path escaping out_dir", ["train", "locdiff", "-c",
+                                                        str(f["escape_yaml"]), "-o",
+                                                        str(work / "t0")]))
+    c.append(("train", "--devices abc", ["train", "locdiff", "-c", str(f["tiny_yaml"]),
                                          "--devices", "abc", "-o", str(work / "t2")]))
     c.append(("train", "--resume random bytes", ["train", "locdiff", "-c",
-                                                 str(f["absurd_yaml"]), "--resume",
+                                                 str(f["tiny_yaml"]), "--resume",
                                                  str(f["random_bytes"]), "-o",
                                                  str(work / "t3")]))
     c.append(("train", "--resume malicious pickle", ["train", "locdiff", "-c",
-                                                     str(f["absurd_yaml"]), "--resume",
+                                                     str(f["tiny_yaml"]), "--resume",
                                                      str(f["evil_ckpt"]), "-o",
                                                      str(work / "t4")]))
     return c

@@ -62,7 +62,18 @@ def child(req: dict) -> None:
         run_train(req["cache"], int(req.get("epochs", 2)))
 
 
+def warm_up() -> None:
+    """Import what every child needs once (imports start no threads; running code might)."""
+    import matplotlib.figure  # noqa: F401
+    import pyogrio  # noqa: F401
+    import rasterio  # noqa: F401
+
+    import geodiffloc.geo
+    import geodiffloc.models.locdiff  # noqa: F401
+
+
 def serve() -> None:
+    warm_up()
     for line in sys.stdin:
         req = json.loads(line)
         if req.get("job") == "quit":

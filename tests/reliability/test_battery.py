@@ -37,3 +37,22 @@ def test_messages_say_what_and_where(records):
     assert "holds NaN" in by_case["LocDiff.load(nan_model)"]
     assert "UTF-8" in by_case["non-UTF-8 query"]
     assert "weights_only=False" not in by_case["--resume malicious pickle"]
+
+
+def test_geoseries_zones_work_like_a_frame():
+    """A GeoSeries is a documented zone input (it used to fail deep inside pandas)."""
+    import geopandas as gpd
+    import numpy as np
+    from shapely.geometry import box
+
+    from geodiffloc import SHDD
+    from geodiffloc.geo import zonal_probability
+
+    s = SHDD(4)
+    field = s.field(s.encode(lat=[5.0], lon=[5.0])[0], resolution=5.0)
+    frame = gpd.GeoDataFrame(geometry=[box(0, 0, 10, 10), box(-60, -30, -40, 0)],
+                             crs="EPSG:4326")
+    a = zonal_probability(field, frame)["prob"].to_numpy()
+    b = zonal_probability(field, frame.geometry)["prob"].to_numpy()
+    np.testing.assert_allclose(a, b)
+    assert a[0] > a[1]
