@@ -145,7 +145,7 @@ def _targets(out_dir: str | os.PathLike | None, overwrite: bool) -> dict[str, Pa
         return {}
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
-        raise NotADirectoryError(f"out_dir {root} exists and is not a folder; choose a folder.")
+        raise ValueError(f"out_dir {root} exists and is not a folder; choose a folder.")
     for line in recover_staged(root):  # a killed earlier run: finish or undo its outputs
         log.warning("%s: %s", root, line)
     paths = {k: root / name for k, name in OUTPUT_FILES.items()}
@@ -321,6 +321,12 @@ def locate(
         An image input that does not exist.
     FileExistsError
         An output file exists and ``overwrite`` is false.
+    PermissionError, NotADirectoryError
+        The output folder cannot be written to (checked before any work).
+    FloatingPointError
+        The model produced NaN/inf (non-finite weights or inputs); nothing is written.
+    geodiffloc._memory.TooLargeError
+        The probability fields would not fit in memory (a ``ValueError``).
 
     Examples
     --------
