@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 
@@ -55,9 +56,12 @@ def test_first_use_trains_and_writes_checkpoint_and_manifest(trained):
     accs = [held[f"acc@{t}km"] for t in (1, 25, 200, 750, 2500)]
     assert accs == sorted(accs)
     assert 0.0 <= held["median_km"] <= 20_040.0
-    # the temporary Lightning run folder is gone; only the checkpoint + manifest remain
+    # the temporary Lightning run folder is gone; the checkpoint, its manifest and the
+    # (empty) lock file that serialises first-use training remain
     assert sorted(p.name for p in path.parent.iterdir()) == sorted(
-        [path.name, path.with_suffix(".json").name])
+        [path.name, path.with_suffix(".json").name, path.with_suffix(".lock").name])
+    assert man["model_size"] == path.stat().st_size
+    assert man["model_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_cache_hit_loads_without_training(trained, monkeypatch):
@@ -91,7 +95,7 @@ def _stub_training(calls, model):
     return stub
 
 
-def test_corrupt_cache_file_is_a_clear_error_unless_retrain(tmp_path, monkeypatch):
+def test_corrupt_cache_file_is_rebuilt_with_a_warning(tmp_path, monkeypatch, caplog):
     cfg = tiny_default_config()
     enc = HashWordEncoder()
     path = default_model_path(cfg, encoder_name=enc.name, cache_dir=tmp_path)
@@ -100,11 +104,9 @@ def test_corrupt_cache_file_is_a_clear_error_unless_retrain(tmp_path, monkeypatc
     calls: list = []
     dummy = LocDiff(L=2, cond_dim=enc.dim, widths=(16,), encoder=enc)
     monkeypatch.setattr(dm_mod, "train_default_model", _stub_training(calls, dummy))
-    with pytest.raises(ValueError, match="retrain"):
-        default_model(config=cfg, encoder=enc, cache_dir=tmp_path, progress=False)
-    assert calls == []
-    model, _ = default_model(config=cfg, encoder=enc, cache_dir=tmp_path, retrain=True,
-                             progress=False)
+    with caplog.at_level("WARNING", logger="geodiffloc.pipeline"):
+        model, _ = default_model(config=cfg, encoder=enc, cache_dir=tmp_path, progress=False)
+    assert "not usable" in caplog.text
     assert model is dummy
     assert calls == [{"path": path, "overwrite": True}]
 

@@ -60,7 +60,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.accelerator is not None:
         trainer["accelerator"] = args.accelerator
     if args.devices is not None:
-        trainer["devices"] = int(args.devices) if args.devices.isdigit() else args.devices
+        trainer["devices"] = _devices(args.devices)
     if args.no_progress:
         trainer["enable_progress_bar"] = False
     if trainer:
@@ -70,6 +70,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.overwrite:
         ov["overwrite"] = True
     return ov
+
+
+def _devices(text: str) -> int | str | list[int]:
+    """``--devices``: a count (``2``), ``auto``, ``-1`` (all) or a list of ids (``0,1``)."""
+    t = text.strip()
+    if t == "auto" or t == "-1":
+        return t if t == "auto" else -1
+    if t.isdigit() and int(t) > 0:
+        return int(t)
+    parts = [p.strip() for p in t.split(",") if p.strip()]
+    if len(parts) > 1 and all(p.isdigit() for p in parts):
+        return [int(p) for p in parts]
+    raise ValueError(f"--devices must be a count > 0, 'auto', -1 or ids such as 0,1; got {text!r}.")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ never hits a stale entry.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,8 @@ from .._fingerprint import fingerprint
 from .._io import atomic_path
 
 __all__ = ["cached_encode", "default_cache_dir", "embedding_cache_key"]
+
+log = logging.getLogger("geodiffloc.data")
 
 
 def default_cache_dir() -> Path:
@@ -105,10 +108,9 @@ def cached_encode(
     if cache_dir is not False:
         folder = Path(default_cache_dir() if cache_dir is None else cache_dir) / "embeddings"
         path = folder / f"{embedding_cache_key(encoder.name, texts)[:40]}.npy"
-        if path.exists():
-            arr = np.load(path)
-            if arr.shape == (len(texts), encoder.dim):
-                return torch.from_numpy(np.asarray(arr, dtype=np.float32))
+        hit = _read_entry(path, (len(texts), encoder.dim))
+        if hit is not None:
+            return hit
     emb = encoder.encode(texts, batch_size=batch_size, augment=False, progress=progress)
     emb = torch.as_tensor(emb, dtype=torch.float32).cpu()
     if emb.shape != (len(texts), encoder.dim):
@@ -116,11 +118,40 @@ def cached_encode(
             f"encoder {encoder.name!r} returned shape {tuple(emb.shape)} for {len(texts)} "
             f"inputs; expected ({len(texts)}, {encoder.dim})."
         )
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with atomic_path(path, overwrite=path.exists()) as tmp:
-                np.save(tmp, emb.numpy())
-        except FileExistsError:  # another process wrote the same entry meanwhile
-            pass
+    if path is not None and bool(torch.isfinite(emb).all()):
+        _write_entry(path, emb.numpy())
     return emb
+
+
+def _read_entry(path: Path, shape: tuple[int, int]) -> torch.Tensor | None:
+    """A cache entry if it is intact (readable, right shape, finite), else ``None``.
+
+    Entries are written atomically, so a bad one means outside damage (a truncated copy,
+    a full disk elsewhere); it is rebuilt rather than trusted.
+    """
+    if not path.exists():
+        return None
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        log.warning("embedding cache entry %s is unreadable (%s); recomputing it.", path, err)
+        return None
+    if arr.shape != shape or not np.issubdtype(arr.dtype, np.floating) \
+            or not np.isfinite(arr).all():
+        log.warning("embedding cache entry %s has shape %s / dtype %s or non-finite values; "
+                    "recomputing it.", path, arr.shape, arr.dtype)
+        return None
+    return torch.from_numpy(np.asarray(arr, dtype=np.float32))
+
+
+def _write_entry(path: Path, arr: np.ndarray) -> None:
+    """Store an entry; the cache is optional, so a full disk or a read-only folder only warns."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, overwrite=path.exists()) as tmp:
+            np.save(tmp, arr)
+    except FileExistsError:  # another process wrote the same entry meanwhile
+        pass
+    except OSError as err:
+        log.warning("could not write the embedding cache entry %s (%s); continuing without "
+                    "caching it.", path, err)

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .._images import refuse_bombs
+
 __all__ = ["EfficientNetLiteEncoder", "load_image"]
 
 # The Lite models were trained (in TensorFlow) on pixels scaled as (x - 127) / 128.
@@ -55,7 +57,7 @@ def load_image(source: Any) -> Any:
         return source.convert("RGB")
     path = Path(source)
     try:
-        with Image.open(path) as im:
+        with refuse_bombs(path), Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
             return im.convert("RGB")
     except FileNotFoundError:

@@ -22,6 +22,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .._images import refuse_bombs
+
 __all__ = ["OpenCLIPImageEncoder", "OpenCLIPTextEncoder", "load_image"]
 
 # Built models are shared while some encoder still holds them, then freed.
@@ -136,7 +138,7 @@ def load_image(item: Any) -> torch.Tensor:
         if not os.path.isfile(item):
             raise ValueError(f"image file {os.fspath(item)!r} does not exist.")
         try:
-            with Image.open(item) as im:
+            with refuse_bombs(item), Image.open(item) as im:
                 item = im.convert("RGB")
         except OSError as e:
             raise ValueError(f"could not read image {os.fspath(item)!r}: {e}") from e

@@ -13,6 +13,7 @@ from .._io import atomic_path, check_writable
 from .._version import __version__
 from ..sphere import FIELD_KINDS, LatLonGrid
 from ._field import field_parts, masses, provenance, rewrap
+from ._validate import check_real_values
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -343,6 +344,7 @@ def to_geotiff(
     comp = str(compress).lower()
     if comp not in _COMPRESS:
         raise ValueError(f"compress must be one of {sorted(_COMPRESS)}; got {compress!r}.")
+    check_real_values(da)
     out, written_kind = _export_values(da, kind)
     if qml and not overwrite:  # refuse before writing anything, not after the raster
         check_writable(Path(path).with_suffix(".qml"), overwrite)

@@ -20,6 +20,7 @@ import numpy as np
 from ..sphere import LatLonGrid, to_epsg4326
 from ._antimeridian import to_lonlat_window
 from ._field import field_parts, masses
+from ._validate import as_zone_frame, check_masses
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -210,8 +211,10 @@ def zonal_probability(
     _warn_supersample(supersample)
     if layout not in ("wide", "long"):
         raise ValueError(f"layout must be 'wide' or 'long'; got {layout!r}.")
+    polygons = as_zone_frame(polygons)
     parts = field_parts(field)
     m = masses(parts, "zonal_probability")
+    check_masses(m, "zonal_probability")
     geoms = _polygons_4326(polygons)
     if layout == "long":
         names = [column, "query", "query_index"]

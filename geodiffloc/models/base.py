@@ -232,6 +232,23 @@ class Geolocator(ABC):
                                 config=self.checkpoint_config(), overwrite=overwrite)
 
     @classmethod
+    def check_checkpoint(cls, cfg: dict[str, Any], tensors: dict[str, torch.Tensor],
+                         path: str | os.PathLike) -> None:
+        """Refuse a damaged or hostile checkpoint before anything is built from it.
+
+        The base refuses NaN/inf weights; a family adds its config checks (keys, types,
+        sizes) and a shape check that costs no memory (see ``models/_validate.py``).
+
+        Raises
+        ------
+        ValueError
+            Naming the bad key or tensor.
+        """
+        from ._validate import check_finite_weights
+
+        check_finite_weights(tensors, path)
+
+    @classmethod
     def load(cls: type[G], path: str | os.PathLike, *,
              device: str | torch.device | None = None, **kwargs: Any) -> G:
         """Load a checkpoint written by :meth:`save` (safetensors: no code execution).
@@ -244,6 +261,7 @@ class Geolocator(ABC):
             Not a checkpoint of this family, or weights that do not fit its config.
         """
         tensors, cfg = read_checkpoint(path, fmt=cls.checkpoint_format, what=cls.model_name)
+        cls.check_checkpoint(cfg, tensors, path)  # untrusted file: checked before building
         model = cls.from_checkpoint_config(cfg, **kwargs)
         model.load_checkpoint_tensors(tensors)
         assert isinstance(model, nn.Module)

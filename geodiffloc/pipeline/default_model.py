@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import logging
 import os
@@ -37,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from .._fingerprint import fingerprint
-from .._io import atomic_path
+from .._interrupt import stage
+from .._io import atomic_path, remove_orphans
 from ..data.gazetteer import DEFAULT_TEMPLATES
 
 __all__ = [
@@ -310,7 +312,8 @@ def train_default_model(
         task.train.embeddings, task.train.latlon, val_embeddings=task.test.embeddings,
         val_latlon=task.test.latlon, encoder={"name": task.encoder_name, "dim": task.dim},
         batch_size=int(cfg["train"]["batch_size"]), val_batch_size=512)
-    run_dir = Path(tempfile.mkdtemp(prefix=".train-", dir=target.parent))
+    # the pid in the name lets a later run remove the folder if this process is killed
+    run_dir = Path(tempfile.mkdtemp(prefix=f".train-{os.getpid()}-", dir=target.parent))
     try:
         from lightning.pytorch.callbacks import ModelSummary
 
@@ -320,7 +323,7 @@ def train_default_model(
         callbacks: list[Any] = [ModelSummary(max_depth=0)]
         if progress:
             callbacks.append(StderrProgressBar())  # stdout is for results
-        with _quiet_lightning():
+        with _quiet_lightning(), stage("training the default model"):
             model, results = train(_train_config(cfg, run_dir, progress), datamodule=dm,
                                    callbacks=callbacks)
     finally:
@@ -348,6 +351,8 @@ def train_default_model(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     model.save(target, overwrite=overwrite)
+    # the manifest, written last, vouches for the checkpoint's exact bytes
+    manifest["model_sha256"], manifest["model_size"] = _digest(target)
     with atomic_path(manifest_path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1, default=float))
     return model, manifest
@@ -388,41 +393,135 @@ def default_model(
     Raises
     ------
     ValueError
-        The cached checkpoint is unreadable or made for another encoder (the message
-        says to pass ``retrain=True`` / ``--retrain-default``), or a malformed config.
+        The cached checkpoint was made for another encoder (the message says to pass
+        ``retrain=True`` / ``--retrain-default``), or a malformed config.
+    PermissionError
+        The model must be trained but the cache folder is not writable.
+
+    Notes
+    -----
+    A cached checkpoint is used only if its manifest's SHA-256 and size match its bytes
+    and its weights are finite; otherwise it is trained again (with a warning). Several
+    processes starting at once on an empty cache train it once: the first takes a file
+    lock, the others wait and load its result. Temporary training folders of killed
+    runs are removed before training.
 
     Examples
     --------
     >>> model, encoder = default_model()  # doctest: +SKIP
     >>> model.predict(["Kyoto temple"], encoder=encoder)[["lat", "lon"]]  # doctest: +SKIP
     """
-    from ..models.locdiff import LocDiff
-
     cfg = _check_config(DEFAULT_MODEL_CONFIG if config is None else config)
     if encoder is None:
         from ..encoders.text import SentenceTransformerEncoder
 
         encoder = SentenceTransformerEncoder()
     path = default_model_path(cfg, encoder_name=encoder.name, cache_dir=cache_dir)
-    if path.exists() and not retrain:
+    if not retrain:
+        model = _load_cached(path, encoder)
+        if model is not None:
+            return model, encoder
+    _check_cache_writable(path.parent)
+    with _training_lock(path):
+        if not retrain:  # another process may have trained it while we waited
+            model = _load_cached(path, encoder)
+            if model is not None:
+                return model, encoder
+        remove_orphans(path.parent, ".train-")  # left by killed runs
+        if progress:
+            log.warning("training the default geolocator once (cached in %s) ...", path.parent)
+        emb_cache = Path(cache_dir) if cache_dir is not None else None
+        model, _ = train_default_model(cfg, encoder=encoder, path=path, overwrite=True,
+                                       progress=progress, embedding_cache=emb_cache)
+    return model, encoder
+
+
+def _digest(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest(), path.stat().st_size
+
+
+def _cache_problem(path: Path) -> str | None:
+    """Why the cached checkpoint must not be used (``None``: its manifest vouches for it)."""
+    try:
+        man = read_manifest(path)
+    except (FileNotFoundError, ValueError):
+        return "its manifest is missing or unreadable (an interrupted training run?)"
+    if "model_sha256" not in man:  # written before manifests held digests: trust the load
+        return None
+    digest, size = _digest(path)
+    if size != man.get("model_size") or digest != man["model_sha256"]:
+        return (f"its bytes do not match its manifest (size {size}, expected "
+                f"{man.get('model_size')})")
+    return None
+
+
+def _load_cached(path: Path, encoder: Any) -> Any:
+    """The cached default model if it exists and is intact, else ``None`` (with a warning)."""
+    import torch
+
+    from ..models.locdiff import LocDiff
+
+    if not path.exists():
+        return None
+    problem = _cache_problem(path)
+    model = None
+    if problem is None:
         try:
             model = LocDiff.load(path)
-        except (ValueError, KeyError, RuntimeError) as err:
-            raise ValueError(
-                f"the cached default model {path} cannot be loaded ({err}). Retrain it with "
-                "`geodiffloc locate --retrain-default ...` (Python: default_model(retrain=True))"
-                " or delete the file."
-            ) from None
-        if model.encoder_record["name"] != encoder.name:
-            raise ValueError(
-                f"the cached default model {path} was trained on {model.encoder_record['name']!r}"
-                f" embeddings, not {encoder.name!r}; retrain it (retrain=True / "
-                "--retrain-default)."
-            )
-        return model, encoder
-    if progress:
-        log.warning("training the default geolocator once (cached in %s) ...", path.parent)
-    emb_cache = Path(cache_dir) if cache_dir is not None else None
-    model, _ = train_default_model(cfg, encoder=encoder, path=path, overwrite=True,
-                                   progress=progress, embedding_cache=emb_cache)
-    return model, encoder
+        except (ValueError, KeyError, RuntimeError, OSError) as err:
+            problem = f"it cannot be loaded ({err})"
+    if model is not None and not all(bool(torch.isfinite(v).all())
+                                     for v in model.net.state_dict().values()):
+        problem, model = "its weights are not finite", None
+    if problem is not None:
+        log.warning("the cached default model %s is not usable (%s); training it again.",
+                    path, problem)
+        return None
+    if model.encoder_record["name"] != encoder.name:
+        raise ValueError(
+            f"the cached default model {path} was trained on {model.encoder_record['name']!r}"
+            f" embeddings, not {encoder.name!r}; retrain it (retrain=True / "
+            "--retrain-default)."
+        )
+    return model
+
+
+def _check_cache_writable(folder: Path) -> None:
+    from .._io import check_writable
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        check_writable(folder / ".probe", overwrite=True)
+    except OSError as err:
+        raise PermissionError(
+            f"the default model must be trained once and cached, but the cache folder "
+            f"{folder} is not writable ({err}); set GEODIFFLOC_CACHE_DIR to a writable "
+            "folder or pass --model."
+        ) from None
+
+
+@contextlib.contextmanager
+def _training_lock(path: Path) -> Iterator[None]:
+    """One process trains, the others wait and then load what it cached.
+
+    The lock is an OS file lock (``filelock``): released by the kernel when its holder
+    dies, so a killed run never blocks the next.
+    """
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(path.with_suffix(".lock")))
+    try:
+        lock.acquire(timeout=0.2)
+    except Timeout:
+        log.warning("another process is training the default model (%s); waiting for it ...",
+                    path.name)
+        with stage("waiting for another process to train the default model"):
+            lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

@@ -27,6 +27,7 @@ probability field, its heaviest mode the point prediction. Outputs:
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -36,7 +37,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._io import atomic_path, check_writable
+from .._interrupt import stage
+from .._io import atomic_path, check_writable, recover_staged, staged_outputs
 from .._optional import require
 
 __all__ = ["EXAMPLE_QUERIES", "NO_COUNTRY", "OUTPUT_FILES", "LocateResult", "locate"]
@@ -48,6 +50,8 @@ EXAMPLE_QUERIES: tuple[str, ...] = (
     "a street market in Marrakesh",
     "a beach in Rio de Janeiro",
 )
+
+log = logging.getLogger("geodiffloc.pipeline")
 
 #: Output file names inside ``out_dir``.
 OUTPUT_FILES: dict[str, str] = {
@@ -150,7 +154,9 @@ def _targets(out_dir: str | os.PathLike | None, overwrite: bool) -> dict[str, Pa
         return {}
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
-        raise ValueError(f"out_dir {root} exists and is not a folder.")
+        raise ValueError(f"out_dir {root} exists and is not a folder; choose a folder.")
+    for line in recover_staged(root):  # a killed earlier run: finish or undo its outputs
+        log.warning("%s: %s", root, line)
     paths = {k: root / name for k, name in OUTPUT_FILES.items()}
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
@@ -158,7 +164,11 @@ def _targets(out_dir: str | os.PathLike | None, overwrite: bool) -> dict[str, Pa
             f"{', '.join(existing)} already exist; pass overwrite=True (CLI: --overwrite) or "
             "choose another output folder."
         )
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(
+            f"a parent of out_dir {root} is a file; choose a folder.") from None
     for p in paths.values():
         check_writable(p, overwrite)
     return paths
@@ -357,6 +367,12 @@ def locate(
         An image input that does not exist.
     FileExistsError
         An output file exists and ``overwrite`` is false.
+    PermissionError, NotADirectoryError
+        The output folder cannot be written to (checked before any work).
+    FloatingPointError
+        The model produced NaN/inf (non-finite weights or inputs); nothing is written.
+    geodiffloc._memory.TooLargeError
+        The probability fields would not fit in memory (a ``ValueError``).
 
     Examples
     --------
@@ -375,6 +391,7 @@ def locate(
             f"resolution must divide 180 degrees into whole cells (e.g. 1, 0.5, 0.25); "
             f"got {resolution}."
         )
+    _check_memory(inputs, float(resolution), int(n_samples))
     if not 0.0 <= min_country_prob < 1.0:
         raise ValueError(f"min_country_prob must be in [0, 1); got {min_country_prob}.")
     if isinstance(model, str | os.PathLike) and not Path(model).is_file():
@@ -388,7 +405,8 @@ def locate(
     paths = _targets(out_dir, overwrite)
     if paths:  # map.png: fail now, not after the model ran
         require("matplotlib", extra="plot", feature="locate's map.png (out_dir=...)")
-    model, encoder = _resolve_model(model, encoder, progress, bool(retrain_default))
+    with stage("loading the model"):
+        model, encoder = _resolve_model(model, encoder, progress, bool(retrain_default))
     modality = str(getattr(encoder, "modality", "text"))
     items, labels = _labels_and_items(inputs, modality)
 
@@ -399,9 +417,11 @@ def locate(
         cond = model.embed_views(items, n_views=1, encoder=encoder)[:, 0]  # (n, d)
         kw = {"n_views": int(n_samples), "samples_per_view": 1}
     kw.update(sampler=sampler, steps=steps, seed=int(seed))
-    preds, fld = _predict_and_map(model, cond, kw, float(resolution), progress)
+    with stage("sampling the predictions and the field"):
+        preds, fld = _predict_and_map(model, cond, kw, float(resolution), progress)
     fld = fld.assign_coords(query=np.array(labels, dtype=object))
     fld.attrs["inputs"] = modality
+    _check_finite(preds, fld)
 
     lat, lon = preds["lat"].to_numpy(), preds["lon"].to_numpy()
     preds.insert(0, "query", labels)
@@ -410,15 +430,51 @@ def locate(
     preds["iso_a3"] = [c or None for c in country_of(lat, lon, scale=countries_scale,
                                                      column="iso_a3")]
     preds = preds[["query", "lat", "lon", "confidence", "country", "iso_a3", "geometry"]]
-    table = _country_table(fld, labels, countries_scale, float(min_country_prob), progress)
+    with stage("summing probabilities per country"):
+        table = _country_table(fld, labels, countries_scale, float(min_country_prob), progress)
 
     written: dict[str, Path] = {}
     if paths:
-        written["predictions"] = write_vector(preds, paths["predictions"], overwrite=overwrite)
-        written["raster"] = to_geotiff(fld, paths["raster"], overwrite=overwrite)
-        written["style"] = paths["style"]  # to_geotiff wrote it next to the raster
-        written["map"] = _draw_map(fld, preds, labels, paths["map"], overwrite)
-        with atomic_path(paths["countries"], overwrite=overwrite) as tmp:
-            table.to_csv(tmp, index=False, float_format="%.6g")
-        written["countries"] = paths["countries"]
+        root = next(iter(paths.values())).parent
+        # all the files or none: a run stopped while writing never blocks the next one
+        with stage("writing the outputs"), staged_outputs(
+                root, list(OUTPUT_FILES.values()), overwrite=overwrite) as tmp_dir:
+            tmp = {k: tmp_dir / name for k, name in OUTPUT_FILES.items()}
+            write_vector(preds, tmp["predictions"])
+            to_geotiff(fld, tmp["raster"])  # and the QGIS style next to it
+            _draw_map(fld, preds, labels, tmp["map"], False)
+            with atomic_path(tmp["countries"]) as t:
+                table.to_csv(t, index=False, float_format="%.6g")
+        written = dict(paths)
     return LocateResult(predictions=preds, field=fld, countries=table, paths=written)
+
+
+def _check_memory(inputs: Any, resolution: float, n_samples: int) -> None:
+    """Refuse, before any work, a run whose fields cannot fit in memory."""
+    from .._memory import check_allocation
+
+    n = 1 if isinstance(inputs, str | os.PathLike) else len(inputs) if hasattr(
+        inputs, "__len__") else 1
+    cells = round(180.0 / resolution) * round(360.0 / resolution)
+    # the (query, lat, lon) float64 field, plus one query's samples being synthesised
+    check_allocation(8.0 * cells * (max(n, 1) + 3 * n_samples),
+                     f"{n} probability field(s) of {cells:,} cells ({resolution} degrees)",
+                     "use a coarser --resolution, fewer --samples or fewer inputs per run")
+
+
+def _check_finite(preds: Any, fld: Any) -> None:
+    """Nothing NaN is ever reported: a non-finite prediction or field stops the run here."""
+    bad = ~np.isfinite(preds[["lat", "lon", "confidence"]].to_numpy(dtype=np.float64)).all(1)
+    if bad.any():
+        raise FloatingPointError(
+            f"the model produced non-finite predictions for inputs {np.flatnonzero(bad).tolist()}"
+            " (NaN/inf in its weights, its inputs or its sampled coefficients); nothing was "
+            "written. Check the checkpoint (retrain it) and the inputs."
+        )
+    values = np.asarray(fld.values)
+    if not np.isfinite(values).all():
+        rows = np.flatnonzero(~np.isfinite(values.reshape(values.shape[0], -1)).all(1))
+        raise FloatingPointError(
+            f"the probability field of inputs {rows.tolist()} holds NaN/inf (the model's "
+            "weights or sampled coefficients are not finite); nothing was written."
+        )

@@ -24,6 +24,7 @@ import torch
 from ..harmonics import degree_order, n_coeffs, real_sph_harm
 from ..sphere import EARTH_RADIUS_KM, LatLonGrid, as_latlon, check_latlon_tensor, uniform_random
 from ._memory import check_field_memory
+from ._validate import as_coeffs, check_coeff_values, check_field_size, check_kl_anchors
 from .quadrature import log_partition
 from .synthesis import synthesize
 
@@ -179,8 +180,7 @@ class SHDD:
         return torch.einsum("nkd,nd->nk", y.reshape(n, k, -1), coeffs)
 
     def _check_coeffs(self, coeffs: Any) -> torch.Tensor:
-        if not isinstance(coeffs, torch.Tensor):
-            coeffs = torch.as_tensor(np.asarray(coeffs), dtype=self.dtype)
+        coeffs = as_coeffs(coeffs, self.dtype)
         if coeffs.ndim == 1:
             coeffs = coeffs[None]
         if coeffs.ndim != 2 or coeffs.shape[1] != self.dim:
@@ -190,7 +190,7 @@ class SHDD:
             )
         if not coeffs.is_floating_point():
             coeffs = coeffs.to(self.dtype)
-        return coeffs
+        return check_coeff_values(coeffs)
 
     # -- densities --------------------------------------------------------------------
     def log_partition(self, coeffs: torch.Tensor) -> torch.Tensor:
@@ -248,6 +248,7 @@ class SHDD:
         torch.Tensor
             ``(n,)`` per-sample KL (reduce with ``.mean()``).
         """
+        check_kl_anchors(anchors, n_anchors)
         pred = self._check_coeffs(pred)
         truth = self._latlon(lat, lon, latlon).to(pred.device, torch.float64)
         if truth.shape[0] != pred.shape[0]:
@@ -313,6 +314,7 @@ class SHDD:
         squeeze = isinstance(coeffs, torch.Tensor) and coeffs.ndim == 1
         grid = LatLonGrid.global_(resolution) if bbox is None else LatLonGrid.from_bbox(
             resolution, bbox)
+        check_field_size(c.shape[0], grid.shape[0] * grid.shape[1], self.L, grid.shape[0])
         log_area = torch.log(torch.as_tensor(grid.cell_area_sr(), device=c.device))[:, None]
         values = self._grid_log_mass(c, grid, log_area, kind)
         if squeeze:

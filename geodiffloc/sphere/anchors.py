@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._memory import check_allocation
 from .coords import as_latlon
 from .distance import EARTH_RADIUS_KM, latlon_to_xyz, xyz_to_latlon
 
@@ -33,8 +34,10 @@ def fibonacci_lattice(n: int, *, dtype: torch.dtype = torch.float64) -> torch.Te
     >>> fibonacci_lattice(1000).shape
     torch.Size([1000, 2])
     """
-    if int(n) < 1:
-        raise ValueError(f"n must be a positive number of points; got {n}.")
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or int(n) < 1:
+        raise ValueError(f"n must be a positive integer number of points; got {n!r}.")
+    check_allocation(6.0 * int(n) * 16, f"a Fibonacci lattice of {int(n):,} points",
+                     "use fewer points (1e6 gives ~20 km spacing)")
     i = torch.arange(n, dtype=torch.float64) + 0.5
     lat = torch.rad2deg(torch.asin(1.0 - 2.0 * i / n))
     golden = math.pi * (3.0 - math.sqrt(5.0))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .._hooks import run_before_first_field
+from .._memory import check_allocation
 from .distance import EARTH_RADIUS_KM
 
 __all__ = ["FIELD_KINDS", "LatLonGrid"]
@@ -68,11 +69,22 @@ class LatLonGrid:
             v = getattr(self, name)
             if not -180.0 <= v <= 180.0:
                 raise ValueError(f"{name} must be in [-180, 180] degrees; got {v}.")
+        if self.west == self.east:
+            raise ValueError(
+                f"west == east ({self.west}) gives a grid of zero width; for the whole globe "
+                "use bbox=None (or west=-180, east=180), else widen the box."
+            )
 
     @classmethod
     def global_(cls, resolution: float) -> LatLonGrid:
         """The global grid; ``180 / resolution`` must be a whole number."""
-        n = 180.0 / float(resolution)
+        res = float(resolution)
+        if not (math.isfinite(res) and 0.0 < res <= 90.0):
+            raise ValueError(f"resolution must be in (0, 90] degrees; got {resolution}.")
+        n = 180.0 / res
+        if not n < 1e9:  # finer than ~0.1 mm: 180 / res overflows or is not a cell count
+            raise ValueError(f"resolution {resolution} is absurdly fine; use 0.001 degrees "
+                             "or coarser.")
         if abs(n - round(n)) > 1e-9:
             raise ValueError(
                 f"a global grid needs 180 / resolution to be a whole number; got resolution="
@@ -158,6 +170,9 @@ class LatLonGrid:
 
     def latlon(self, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """All cell centres as an ``(n_lat * n_lon, 2)`` tensor, row-major, lon in -180..180."""
+        n_lat, n_lon = self.shape
+        check_allocation(5.0 * n_lat * n_lon * 16, f"the {n_lat:,} x {n_lon:,} cell centres of "
+                         f"a {self.resolution}-degree grid", "use a coarser resolution")
         lat, lon = np.meshgrid(self.lat, self.lon, indexing="ij")
         lon = np.where(lon > 180.0, lon - 360.0, lon)
         return torch.from_numpy(np.stack([lat.ravel(), lon.ravel()], 1)).to(dtype)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._io import check_safe_checkpoint
 from .config import load_config
 
 __all__ = ["build_datamodule", "build_module", "train"]
@@ -315,6 +316,8 @@ def train(
     cfg = load_config(config, overrides=ov)
     if cfg["resume"] and not Path(cfg["resume"]).is_file():
         raise FileNotFoundError(f"resume checkpoint {cfg['resume']} does not exist.")
+    if cfg["resume"]:
+        check_safe_checkpoint(cfg["resume"])
     out = Path(cfg["out_dir"])
     det_state = (torch.are_deterministic_algorithms_enabled(),
                  torch.is_deterministic_algorithms_warn_only_enabled())

@@ -257,4 +257,25 @@ def load_config(
     except ValidationError as e:
         msg = _explain(e, cls)
         raise ValueError(msg if where == "config" else f"{where}: {msg}") from None
-    return cfg.model_dump()
+    out = cfg.model_dump()
+    check_inside_out_dir(out["export"]["path"], "export.path")
+    return out
+
+
+def check_inside_out_dir(path: Any, key: str) -> None:
+    """Paths in configs name files inside the run's output folder, never outside it.
+
+    Examples
+    --------
+    >>> check_inside_out_dir("model.safetensors", "export.path")
+    >>> check_inside_out_dir("../x.safetensors", "export.path")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: export.path must be a file name inside out_dir ...
+    """
+    from pathlib import PurePath
+
+    p = PurePath(str(path))
+    if p.is_absolute() or ".." in p.parts or str(path).startswith("~"):
+        raise ValueError(f"{key} must be a file name inside out_dir (no absolute paths, no "
+                         f"'..'); got {str(path)!r}.")

@@ -10,6 +10,7 @@ model with the same embeddings as the official code.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,12 @@ def load_official(cls: Any, path: str | os.PathLike | None, *, backbone: Any,
     def load(role: str) -> Any:
         try:
             return torch.load(files[role], map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            # torch's message suggests weights_only=False: never for a file we did not make
+            raise ValueError(
+                f"{files[role]} is not a plain weights file (it asks to run code when "
+                "loaded); refusing it. Reinstall geoclip or point path= at the official "
+                "files.") from None
         except Exception as e:
             raise ValueError(f"could not read {files[role]}: {e}") from e
 

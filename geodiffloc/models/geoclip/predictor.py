@@ -21,6 +21,7 @@ from torch import nn
 
 from ...encoders.base import Encoder, check_encoder_matches
 from ...sphere.grid import LatLonGrid
+from .._validate import check_positive_int
 from ..base import points_frame
 from .gallery import Gallery, GalleryEmbeddingCache, resolve_gallery, weights_fingerprint
 
@@ -262,7 +263,7 @@ class GeoCLIPPredictor:
         (6, [1, 2, 3])
         """
         g = self.resolve_gallery(gallery)
-        if not 1 <= int(top_k) <= len(g):
+        if not 1 <= check_positive_int(top_k, "top_k") <= len(g):
             raise ValueError(f"top_k must be between 1 and the gallery size {len(g)}; got {top_k}.")
         q = self.embed_queries(inputs, input_kind, ten_crop, batch_size, progress)
         g_emb = self.gallery_embeddings(g, progress=progress or len(g) >= 20_000)

@@ -19,7 +19,9 @@ import torch
 from torch import nn
 
 from ...encoders.base import Encoder, check_encoder_matches
+from ...shdd._validate import check_coeff_values
 from ...sphere import LatLonGrid, check_latlon_tensor
+from .._validate import check_sampling_args, check_state_dict, parse_checkpoint_config
 from ..base import Geolocator, points_frame
 from .aggregate import AGGREGATIONS, agreement, centroid, mixture_mode
 from .csiren import CSUNet
@@ -370,6 +372,8 @@ class LocDiff(nn.Module, Geolocator):
         (coeffs, latlon)
             ``(n, K, d)`` float32 coefficients and ``(n, K, 2)`` float64 decoded locations.
         """
+        check_sampling_args(steps=steps, guidance_scale=guidance_scale, n_views=n_views,
+                            samples_per_view=samples_per_view)
         views = self.embed_views(inputs, n_views=n_views, encoder=encoder)
         if views.shape[1] == 1 and encoder is None:
             views = views.expand(-1, int(n_views), -1)
@@ -380,7 +384,7 @@ class LocDiff(nn.Module, Geolocator):
                              sampler=sampler, generator=generator,
                              guidance_scale=guidance_scale, progress=progress)
         coeffs = coeffs.reshape(n, v * int(samples_per_view), self.dim)
-        flat = coeffs.reshape(-1, self.dim)
+        flat = check_coeff_values(coeffs.reshape(-1, self.dim), "the sampled SHDD coefficients")
         latlon = self.shdd.decode(flat, anchors=decode_anchors, refine=True)
         latlon = torch.as_tensor(latlon, dtype=torch.float64).reshape(n, -1, 2)
         return coeffs, latlon
@@ -444,6 +448,7 @@ class LocDiff(nn.Module, Geolocator):
 
         if aggregate not in AGGREGATIONS:
             raise ValueError(f"aggregate must be one of {AGGREGATIONS}; got {aggregate!r}.")
+        check_sampling_args(confidence_km=confidence_km)
         coeffs, samples = self.sample_locations(
             inputs, n_views=n_views, samples_per_view=samples_per_view, encoder=encoder,
             sampler=sampler, steps=steps, seed=seed, generator=generator,
@@ -576,6 +581,24 @@ class LocDiff(nn.Module, Geolocator):
     # -- persistence ------------------------------------------------------------------
     def checkpoint_config(self) -> dict[str, Any]:
         return self.config()
+
+    @classmethod
+    def check_checkpoint(cls, cfg: dict[str, Any], tensors: dict[str, torch.Tensor],
+                         path: str | os.PathLike) -> None:
+        """Config keys, types and sizes, then tensor shapes on the ``meta`` device, then
+        finite weights: a crafted config (L = 1023, widths 100000) costs no memory."""
+        import json
+
+        parse_checkpoint_config(json.dumps(cfg), path, None)
+
+        def build() -> nn.Module:
+            try:
+                return cls.from_checkpoint_config(cfg).net
+            except TypeError as err:
+                raise ValueError(f"{os.fspath(path)!r}: bad diffusion config ({err}).") from None
+
+        check_state_dict(build, tensors, path)
+        super().check_checkpoint(cfg, tensors, path)
 
     @classmethod
     def from_checkpoint_config(cls, cfg: dict[str, Any], **kwargs: Any) -> LocDiff:
