@@ -16,6 +16,7 @@ import errno
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -312,14 +313,17 @@ def check_safe_checkpoint(path: str | os.PathLike) -> None:
     import torch
 
     try:
-        try:
-            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:  # not a zip checkpoint: mmap unsupported, read it plainly
-            if "mmap" not in str(err):
-                raise
-            torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol chatter is not for users
+            warnings.simplefilter("ignore")
+            try:
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as err:  # not a zip checkpoint: no mmap, read it plainly
+                if "mmap" not in str(err):
+                    raise
+                torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch, zipfile and safetensors each raise their own types
-        kind = ("asks to run code when loaded" if isinstance(err, pickle.UnpicklingError)
-                and "global" in str(err).lower() else "is damaged or not a PyTorch checkpoint")
+        kind = ("holds Python objects beyond plain weights (loading it could run code)"
+                if isinstance(err, pickle.UnpicklingError) else
+                "is damaged or not a PyTorch checkpoint")
         raise ValueError(f"checkpoint {os.fspath(path)} {kind}; refusing it. Resume only from "
                          "checkpoints written by geodiffloc train.") from None
