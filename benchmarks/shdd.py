@@ -27,14 +27,11 @@ Timings on a shared machine vary with its load: compare ratios within one run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import io
 import math
 import os
 import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -305,20 +302,6 @@ def header(args: argparse.Namespace) -> str:
             f"{' (BUSY: timings pessimistic; compare ratios)' if busy else ''}.\n")
 
 
-class _Tee(io.TextIOBase):
-    def __init__(self, *streams: io.TextIOBase) -> None:
-        self.streams = streams
-
-    def write(self, s: str) -> int:
-        for st in self.streams:
-            st.write(s)
-        return len(s)
-
-    def flush(self) -> None:
-        for st in self.streams:
-            st.flush()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (< 2 min)")
@@ -328,8 +311,10 @@ def main() -> None:
                         help="results file (default benchmarks/results/shdd[_quick].md)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(_Tee(sys.stdout, buf)):
+    from _record import record
+
+    # the record (benchmarks/_record.py) heads the file with commit, machine, threads, load
+    with record("shdd", "SHDD speed and resolution (shdd.py)", quick=args.quick, out=args.out):
         print(header(args))
         q = args.quick
         per_point = bench_harmonics(n=100_000, n_ref=500 if q else 2000)
@@ -337,18 +322,7 @@ def main() -> None:
         bench_decode(n_vec=128 if q else 512, n_anchors=100_000, quick=q)
         bench_field(n_vec=16)
         bench_round_trip(n=200 if q else 1000, n_127=50 if q else 200)
-        load = os.getloadavg()
-        print(f"\nload average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
-    out = args.out or Path(__file__).parent / "results" / f"shdd{'_quick' if args.quick else ''}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, out)
-    print(f"\nwritten: {out}")
 
 
 if __name__ == "__main__":
-    from _record import record
-
-    with record("shdd", "SHDD speed and resolution (shdd.py)", quick="--quick" in sys.argv):
-        main()
+    main()
