@@ -5,7 +5,10 @@ import os
 import pytest
 
 # ``python -m geodiffloc`` runs the CLI on import; it is not a doctest module.
-collect_ignore = ["geodiffloc/__main__.py"]
+# The reliability driver and fork server patch the library when imported (that is their
+# job, in their own processes); --doctest-modules must not import them into this one.
+collect_ignore = ["geodiffloc/__main__.py", "tests/reliability/rel_driver.py",
+                  "tests/reliability/rel_zygote.py"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -158,3 +158,12 @@ def test_from_dataarray_errors():
         LatLonGrid.from_dataarray(da.isel(lon=[0, 1, 3]))
     with pytest.raises(ValueError, match="not a regular EPSG:4326 grid"):
         LatLonGrid.from_dataarray(da.isel(lat=slice(None, None, -1)))  # lat ascending
+
+
+def test_a_sliver_bbox_still_covers_one_cell():
+    # found by the reliability fuzzing: a box 5e-51 degrees tall gave a (0, n) grid
+    from geodiffloc.sphere import LatLonGrid
+
+    g = LatLonGrid.from_bbox(10.0, (0.0, -4.6e-51, 1.0, 0.0))
+    assert g.shape == (1, 1)
+    assert g.lat[0] == pytest.approx(-5.0) and g.lon[0] == pytest.approx(5.0)

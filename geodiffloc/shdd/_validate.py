@@ -15,8 +15,7 @@ import torch
 
 from .._memory import check_allocation
 
-__all__ = ["MAX_ABS_COEFF", "as_coeffs", "check_coeff_values", "check_field_size",
-           "check_kl_anchors"]
+__all__ = ["MAX_ABS_COEFF", "as_coeffs", "check_coeff_values", "check_kl_anchors"]
 
 #: Largest coefficient magnitude accepted. An encoded point has
 #: ``|C_lm| <= sqrt((2L+1) / 4 pi)`` (under 5 at L = 127) and trained models sample
@@ -62,15 +61,6 @@ def check_coeff_values(coeffs: torch.Tensor, where: str = "SHDD vectors") -> tor
                 "Are these SHDD vectors (not logits or raw scores)? Rescale them."
             )
     return coeffs
-
-
-def check_field_size(n_vectors: int, n_cells: int, L: int, n_lat: int) -> None:
-    """Refuse a field synthesis that cannot fit in memory (before allocating it)."""
-    # f, f + log area and its exp (float64 worst case) plus the per-row Legendre table
-    nbytes = 3.0 * n_vectors * n_cells * 8 + 2.0 * n_lat * (L + 1) ** 2 * 8
-    check_allocation(
-        nbytes, f"a field of {n_vectors} vector(s) on {n_cells:,} cells",
-        "use a coarser resolution, a bbox, or fewer vectors per call")
 
 
 def check_kl_anchors(anchors: Any, n_anchors: int) -> None:

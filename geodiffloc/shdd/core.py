@@ -24,7 +24,7 @@ import torch
 from ..harmonics import degree_order, n_coeffs, real_sph_harm
 from ..sphere import EARTH_RADIUS_KM, LatLonGrid, as_latlon, check_latlon_tensor, uniform_random
 from ._memory import check_field_memory
-from ._validate import as_coeffs, check_coeff_values, check_field_size, check_kl_anchors
+from ._validate import as_coeffs, check_coeff_values, check_kl_anchors
 from .quadrature import log_partition
 from .synthesis import synthesize
 
@@ -314,7 +314,6 @@ class SHDD:
         squeeze = isinstance(coeffs, torch.Tensor) and coeffs.ndim == 1
         grid = LatLonGrid.global_(resolution) if bbox is None else LatLonGrid.from_bbox(
             resolution, bbox)
-        check_field_size(c.shape[0], grid.shape[0] * grid.shape[1], self.L, grid.shape[0])
         log_area = torch.log(torch.as_tensor(grid.cell_area_sr(), device=c.device))[:, None]
         values = self._grid_log_mass(c, grid, log_area, kind)
         if squeeze:

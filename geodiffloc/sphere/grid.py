@@ -130,10 +130,14 @@ class LatLonGrid:
 
     @property
     def shape(self) -> tuple[int, int]:
-        """``(n_lat, n_lon)``; partial cells at the south/east edges are kept whole."""
+        """``(n_lat, n_lon)``; partial cells at the south/east edges are kept whole.
+
+        A box thinner than one cell still covers one (the 1e-9 slack that keeps an exact
+        fit from gaining a cell must not round a sliver down to none).
+        """
         r = self.resolution
-        n_lat = math.ceil((self.north - self.south) / r - 1e-9)
-        n_lon = math.ceil((self._east_unwrapped - self.west) / r - 1e-9)
+        n_lat = max(1, math.ceil((self.north - self.south) / r - 1e-9))
+        n_lon = max(1, math.ceil((self._east_unwrapped - self.west) / r - 1e-9))
         return n_lat, n_lon
 
     @property
