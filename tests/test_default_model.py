@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 import json
 
 import pytest
@@ -95,7 +96,7 @@ def _stub_training(calls, model):
     return stub
 
 
-def test_corrupt_cache_file_is_rebuilt_with_a_warning(tmp_path, monkeypatch, caplog):
+def test_corrupt_cache_file_is_rebuilt_with_a_warning(tmp_path, monkeypatch):
     cfg = tiny_default_config()
     enc = HashWordEncoder()
     path = default_model_path(cfg, encoder_name=enc.name, cache_dir=tmp_path)
@@ -104,9 +105,19 @@ def test_corrupt_cache_file_is_rebuilt_with_a_warning(tmp_path, monkeypatch, cap
     calls: list = []
     dummy = LocDiff(L=2, cond_dim=enc.dim, widths=(16,), encoder=enc)
     monkeypatch.setattr(dm_mod, "train_default_model", _stub_training(calls, dummy))
-    with caplog.at_level("WARNING", logger="geodiffloc.pipeline"):
+    # listen on our logger itself: what earlier tests or libraries did to the root logger
+    # (handlers, levels, disable_existing_loggers) must not decide this test
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = seen.append  # type: ignore[method-assign]
+    monkeypatch.setattr(dm_mod.log, "disabled", False)
+    monkeypatch.setattr(dm_mod.log, "level", logging.WARNING)
+    dm_mod.log.addHandler(handler)
+    try:
         model, _ = default_model(config=cfg, encoder=enc, cache_dir=tmp_path, progress=False)
-    assert "not usable" in caplog.text
+    finally:
+        dm_mod.log.removeHandler(handler)
+    assert any("not usable" in r.getMessage() for r in seen)
     assert model is dummy
     assert calls == [{"path": path, "overwrite": True}]
 
