@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import logging
 import json
+import logging
 
 import pytest
 import torch
