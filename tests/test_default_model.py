@@ -20,8 +20,11 @@ dm_mod = importlib.import_module("geodiffloc.pipeline.default_model")
 
 @pytest.fixture(autouse=True)
 def _env(tmp_path_factory, monkeypatch):
-    # one torch thread: the root conftest's session fixture
     monkeypatch.setenv("GEODIFFLOC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
