@@ -319,6 +319,7 @@ def train(
     if cfg["resume"]:
         check_safe_checkpoint(cfg["resume"])
     out = Path(cfg["out_dir"])
+    threads = torch.get_num_threads()
     det_state = (torch.are_deterministic_algorithms_enabled(),
                  torch.is_deterministic_algorithms_warn_only_enabled())
     try:
@@ -339,6 +340,7 @@ def train(
         return _finish(cfg, out, trainer, ckpt, module, dm, has_val)
     finally:
         torch.use_deterministic_algorithms(det_state[0], warn_only=det_state[1])
+        torch.set_num_threads(threads)  # Lightning may have changed it for the run
 
 
 def _finish(cfg: dict[str, Any], out: Path, trainer: Any, ckpt: Any, module: Any, dm: Any,

@@ -165,6 +165,7 @@ def fit(
     else:
         module = GeoCLIPModule(model, encoder=dm.encoder, optim=optim, seed=seed)
     rec = StepLosses(int(steps), progress=progress, desc=f"{type(model).__name__} fit")
+    threads = torch.get_num_threads()
     try:
         with _quiet_lightning(), torch.random.fork_rng(devices=[]):
             trainer = pl.Trainer(
@@ -177,6 +178,9 @@ def fit(
             torch.manual_seed(int(seed))
             trainer.fit(module, datamodule=dm)
     finally:
+        # Lightning sets torch's thread count for its run (when OMP_NUM_THREADS is unset);
+        # a convenience call must leave the caller's setting as it found it
+        torch.set_num_threads(threads)
         if is_locdiff:
             model.net.null_cond.requires_grad_(null_grad)
         model.to(device).eval()

@@ -170,3 +170,13 @@ def test_new_loss_options_flow_from_the_config_to_the_loss(monkeypatch):
                                          r"mean 'new_weight'\?\)"):
         load_config({"family": "locdiff", "data": {"source": "gazetteer"},
                      "loss": {"new_wieght": 1.0}})
+
+
+def test_fit_leaves_the_thread_count_as_it_found_it(monkeypatch):
+    # Lightning sets torch's thread count for its run when OMP_NUM_THREADS is unset
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    emb, ll = make_synthetic(32, dim=8)
+    m = LocDiff(L=2, cond_dim=8, widths=(8,), time_dim=8)
+    before = torch.get_num_threads()
+    m.fit(emb, ll, steps=2, batch_size=8, progress=False, loss={"n_anchors": 32})
+    assert torch.get_num_threads() == before
