@@ -281,8 +281,13 @@ def _sample_once(model: Any, cond: Any, kw: dict[str, Any], progress: bool) -> t
 
 
 def _predict_and_map(model: Any, cond: Any, kw: dict[str, Any], resolution: float,
-                     progress: bool) -> tuple[Any, Any]:
-    """Predictions and probability field from ONE set of samples per query."""
+                     progress: bool, texts: list[str] | None = None,
+                     encoder: Any = None) -> tuple[Any, Any]:
+    """Predictions and probability field from ONE set of samples per query.
+
+    With ``texts``, the place names in them are read too
+    (:class:`~geodiffloc.models.toponymic.ToponymGeolocator`).
+    """
     if not all(hasattr(model, a) for a in ("sample_locations", "predictions_from_samples",
                                            "field_from_samples")):
         # A model without the sample-once API samples twice, as before.
@@ -292,6 +297,10 @@ def _predict_and_map(model: Any, cond: Any, kw: dict[str, Any], resolution: floa
     preds = model.predictions_from_samples(coeffs, samples, aggregate="mixture_mode")
     fld = model.field_from_samples(coeffs, resolution=resolution, sampler=kw["sampler"],
                                    steps=kw["steps"], seed=kw["seed"])
+    if texts is not None:
+        from ..models.toponymic import ToponymGeolocator
+
+        preds, fld = ToponymGeolocator(model, encoder).refine(texts, coeffs, preds, fld)
     return preds, fld
 
 
@@ -311,6 +320,7 @@ def locate(
     countries_scale: Literal["10m", "lowres"] = "10m",
     min_country_prob: float = 1e-6,
     retrain_default: bool = False,
+    names: bool = True,
     progress: bool = True,
 ) -> LocateResult:
     """Geolocate inputs and (optionally) write GIS-ready files.
@@ -348,6 +358,11 @@ def locate(
         Natural Earth polygons for the per-country probabilities.
     min_country_prob
         Countries with less probability are left out of the country table.
+    names
+        For text inputs: read the place names in them against the offline gazetteers
+        and weigh each reading by the model (:mod:`geodiffloc.models.toponymic`); the
+        predictions then say which ``place`` and ``names`` decided and whether the
+        names or the model did (``source``). ``False``: the model alone.
     retrain_default
         With ``model=None``: retrain the built-in default model instead of loading the
         cached one (after the inputs and output paths have been checked).
@@ -417,8 +432,10 @@ def locate(
         cond = model.embed_views(items, n_views=1, encoder=encoder)[:, 0]  # (n, d)
         kw = {"n_views": int(n_samples), "samples_per_view": 1}
     kw.update(sampler=sampler, steps=steps, seed=int(seed))
+    texts = list(items) if names and modality == "text" else None
     with stage("sampling the predictions and the field"):
-        preds, fld = _predict_and_map(model, cond, kw, float(resolution), progress)
+        preds, fld = _predict_and_map(model, cond, kw, float(resolution), progress,
+                                      texts=texts, encoder=encoder)
     fld = fld.assign_coords(query=np.array(labels, dtype=object))
     fld.attrs["inputs"] = modality
     _check_finite(preds, fld)
@@ -429,7 +446,9 @@ def locate(
     preds["country"] = [c or None for c in country_of(lat, lon, scale=countries_scale)]
     preds["iso_a3"] = [c or None for c in country_of(lat, lon, scale=countries_scale,
                                                      column="iso_a3")]
-    preds = preds[["query", "lat", "lon", "confidence", "country", "iso_a3", "geometry"]]
+    extra = [c for c in ("place", "names", "source") if c in preds.columns]
+    preds = preds[["query", "lat", "lon", "confidence", "country", "iso_a3", *extra,
+                   "geometry"]]
     with stage("summing probabilities per country"):
         table = _country_table(fld, labels, countries_scale, float(min_country_prob), progress)
 

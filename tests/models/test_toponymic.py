@@ -1,0 +1,144 @@
+"""Place names weighed by a model: the posterior of geodiffloc.models.toponymic."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import torch
+
+from geodiffloc.data.toponyms import toponym_index
+from geodiffloc.models.toponymic import ToponymGeolocator, ToponymWeights, resolve
+from geodiffloc.shdd import SHDD
+from geodiffloc.sphere import haversine_km as _haversine
+
+
+def haversine_km(lat1, lon1, lat2, lon2) -> float:
+    t = torch.tensor
+    return float(_haversine(t(float(lat1)), t(float(lon1)), t(float(lat2)), t(float(lon2))))
+
+
+class PeakedModel:
+    """A stand-in LocDiff: only its SHDD is used, and its samples are real SHDD vectors."""
+
+    def __init__(self, L: int = 15) -> None:
+        self.shdd = SHDD(L)
+
+    def samples_at(self, *latlon: tuple[float, float]) -> torch.Tensor:
+        pts = torch.tensor(latlon, dtype=torch.float64)
+        return self.shdd.encode(latlon=pts).double()
+
+    def uniform(self, k: int = 4) -> torch.Tensor:
+        return torch.zeros(k, self.shdd.dim, dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def geo() -> ToponymGeolocator:
+    return ToponymGeolocator(PeakedModel(), encoder=None, index=toponym_index())
+
+
+def _answer(geo, text, coeffs, point=(0.0, -150.0), confidence=0.9):
+    return geo.combine(text, coeffs, np.asarray(point, dtype=np.float64), confidence)
+
+
+def test_largest_reading_of_an_ambiguous_name_with_an_indifferent_model(geo):
+    a = _answer(geo, "Paris", geo.model.uniform())
+    assert a["source"] == "names" and a["country_code"] == "FR"
+    assert haversine_km(a["lat"], a["lon"], 48.857, 2.352) < 20
+
+
+def test_a_named_ancestor_picks_the_reading(geo):
+    a = _answer(geo, "Paris, Texas", geo.model.uniform())
+    assert a["country_code"] == "US" and a["place"] == "Paris"
+    assert haversine_km(a["lat"], a["lon"], 33.66, -95.56) < 20
+
+
+@pytest.mark.parametrize("peak, code", [((41.72, 44.79), "GE"), ((33.75, -84.39), "US")])
+def test_the_model_arbitrates_between_readings(geo, peak, code):
+    # Georgia the country or the US state: the model's samples decide
+    a = _answer(geo, "Georgia", geo.model.samples_at(peak, peak))
+    assert a["source"] == "names" and a["country_code"] == code
+
+
+def test_a_text_without_names_is_the_models(geo):
+    a = _answer(geo, "a fjord with steep green cliffs", geo.model.samples_at((61.0, 7.0)),
+                point=(61.0, 7.0), confidence=0.7)
+    assert a["source"] == "model"
+    assert (a["lat"], a["lon"]) == (61.0, 7.0)
+    assert a["confidence"] <= 0.7
+
+
+def test_a_stray_small_town_name_loses_to_a_confident_model(geo):
+    # "Tower" is a town in Ireland; the model is sure of Paris
+    a = _answer(geo, "the Eiffel Tower", geo.model.samples_at((48.858, 2.294)),
+                point=(48.858, 2.294))
+    assert a["source"] == "model"
+
+
+def test_lower_case_common_words_do_not_outvote_a_capitalised_name(geo):
+    # "rice" is a county in Minnesota; "Bali" the Indonesian province
+    a = _answer(geo, "rice terraces in Bali", geo.model.uniform())
+    assert a["country_code"] == "ID"
+
+
+def test_the_specific_reading_inside_the_chosen_country(geo):
+    # France carries most mass, but the answer is Bordeaux, not France's largest city
+    a = _answer(geo, "Bordeaux, France", geo.model.uniform())
+    assert a["country_code"] == "FR"
+    assert haversine_km(a["lat"], a["lon"], 44.84, -0.58) < 20
+
+
+def test_confidence_is_the_chosen_countrys_posterior_mass(geo):
+    w = geo.weights
+    res = resolve("Georgia", geo.index, w)
+    # with an indifferent model every density is 1: the posterior is the priors alone
+    codes = geo.index.entities.country_code.to_numpy()[res.entities]
+    per_country = {}
+    for c, p in zip(codes, res.prior):
+        per_country[c] = max(per_country.get(c, 0.0), p)
+    total = res.prior.sum() + w.background
+    a = _answer(geo, "Georgia", geo.model.uniform())
+    assert a["confidence"] == pytest.approx(per_country[a["country_code"]] / total, rel=1e-9)
+    assert a["confidence"] == pytest.approx(max(per_country.values()) / total, rel=1e-9)
+
+
+def test_model_density_matches_the_mixture_of_its_samples(geo):
+    coeffs = geo.model.samples_at((10.0, 20.0), (-30.0, 100.0))
+    pts = np.array([[10.0, 20.0], [-30.0, 100.0], [60.0, -40.0]])
+    got = geo._model_density(coeffs, pts)
+    one = torch.exp(geo.model.shdd.log_density(coeffs, latlon=torch.as_tensor(pts)))
+    want = (one.mean(0) * 4 * np.pi).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_refine_replaces_points_and_spreads_the_field(geo):
+    texts = ["Bordeaux, France", "a fjord with steep green cliffs"]
+    coeffs = torch.stack([geo.model.uniform(2), geo.model.samples_at((61.0, 7.0), (61.0, 7.0))])
+    preds = gpd.GeoDataFrame({"lat": [0.0, 61.0], "lon": [0.0, 7.0], "confidence": [0.5, 0.8]},
+                             geometry=gpd.points_from_xy([0.0, 7.0], [0.0, 61.0]),
+                             crs="EPSG:4326")
+    field = geo.model.shdd.field(coeffs[:, 0].float(), resolution=2.0).rename(
+        {"sample": "query"})
+    out, fld = geo.refine(texts, coeffs, preds, field)
+    assert list(out["source"]) == ["names", "model"]
+    assert out.geometry.x.iloc[0] == pytest.approx(out["lon"].iloc[0])
+    np.testing.assert_allclose(fld.sum(("lat", "lon")).values, 1.0, rtol=1e-5)
+    # the names' query: the field's heaviest cell is near Bordeaux
+    q0 = fld.isel(query=0)
+    top = q0.where(q0 == q0.max(), drop=True)
+    assert haversine_km(float(top.lat[0]), float(top.lon[0]), 44.84, -0.58) < 500
+    # the model's query: its own field, barely changed
+    assert float(np.abs(fld.isel(query=1) - field.isel(query=1)).sum()) < 0.05
+
+
+def test_refine_checks_lengths(geo):
+    preds = gpd.GeoDataFrame({"lat": [0.0], "lon": [0.0], "confidence": [0.5]},
+                             geometry=gpd.points_from_xy([0.0], [0.0]), crs="EPSG:4326")
+    with pytest.raises(ValueError, match="must agree"):
+        geo.refine(["a", "b"], geo.model.uniform(2)[None], preds)
+
+
+@pytest.mark.parametrize("bad", [{"alpha": -1.0}, {"epsilon": 0.0}, {"background": np.nan}])
+def test_weights_are_validated(bad):
+    with pytest.raises(ValueError, match="ToponymWeights"):
+        ToponymWeights(**bad)
