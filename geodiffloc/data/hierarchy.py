@@ -307,17 +307,17 @@ class EntityHierarchy:
     @property
     def ids(self) -> np.ndarray:
         """Entity ids (str), by index."""
-        return self.frame["entity_id"].to_numpy(object)
+        return self.frame["entity_id"].to_numpy(object, copy=True)
 
     @property
     def level(self) -> np.ndarray:
         """Level of each entity (int64)."""
-        return self.frame["level"].to_numpy(np.int64)
+        return self.frame["level"].to_numpy(np.int64, copy=True)
 
     @property
     def latlon(self) -> np.ndarray:
         """``(n, 2)`` centroids, degrees."""
-        return self.frame[["lat", "lon"]].to_numpy(np.float64)
+        return self.frame[["lat", "lon"]].to_numpy(np.float64, copy=True)
 
     @property
     def parent_index(self) -> np.ndarray:
