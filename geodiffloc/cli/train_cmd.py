@@ -21,8 +21,8 @@ _EXAMPLES = examples(
     "geodiffloc train locdiff --config configs/locdiff_gazetteer.yaml --out runs/ld",
     "geodiffloc train locdiff --config configs/locdiff_gazetteer.yaml --out runs/ld \\\n"
     "      --resume runs/ld/checkpoints/last.ckpt --max-epochs 20",
-    "geodiffloc train geoclip --config my_geoclip.yaml --accelerator gpu --devices 2",
-    "geodiffloc train hierloc --config configs/hierloc_gazetteer.yaml --out runs/hl",
+    "geodiffloc train hierloc --config configs/hierloc_gazetteer.yaml --accelerator gpu "
+    "--devices 2",
 )
 
 

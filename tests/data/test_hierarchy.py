@@ -78,7 +78,7 @@ def test_projected_crs_is_refused_unless_asked_to_reproject():
     # Lambert-93 parcels near Paris
     g = _frame(["A", "b"], [None, "A"], [box(640_000, 6_850_000, 660_000, 6_870_000),
                                          Point(650_000, 6_860_000)], crs="EPSG:2154")
-    with pytest.raises(HierarchyError, match="projected CRS.*to_crs"):
+    with pytest.raises(HierarchyError, match=r"projected CRS.*to_crs"):
         EntityHierarchy.from_geodataframe(g)
     h = EntityHierarchy.from_geodataframe(g, reproject=True)
     lat, lon = h.latlon[1]

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hierloc_helpers import leaf_samples, synthetic_hierarchy
 
 from geodiffloc import HierLoc
 from geodiffloc.data import EntityHierarchy
-
-from hierloc_helpers import leaf_samples, synthetic_hierarchy
 
 pytest.importorskip("lightning")
 
@@ -49,7 +48,7 @@ def test_norm_order_is_learned(trained):
 
 def test_per_level_frames_and_beam_masses(trained):
     m, _ = trained
-    xt, _, truth = leaf_samples(m.hierarchy, 1, seed=5)
+    xt, _, _ = leaf_samples(m.hierarchy, 1, seed=5)
     out = m.predict_levels(xt[:3], top_k=2, method="beam", beam_width=3)
     assert list(out) == ["country", "region", "town"]
     for lname, gdf in out.items():
