@@ -35,6 +35,7 @@ _LAZY = {
     "GeoCLIP": "geodiffloc.models.geoclip",
     "LocDiff": "geodiffloc.models.locdiff",
     "LocDiffH": "geodiffloc.models.locdiff",
+    "HierLoc": "geodiffloc.models.hierloc",
     "geo": "geodiffloc.geo",
     "metrics": "geodiffloc.metrics",
     "sphere": "geodiffloc.sphere",

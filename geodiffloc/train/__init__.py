@@ -1,21 +1,30 @@
-"""Training LocDiff and GeoCLIP with Lightning (needs the ``[train]`` extra).
+"""Training LocDiff, GeoCLIP and HierLoc with Lightning (needs the ``[train]`` extra).
 
 - :func:`train` — config file (or dict) in, exported model + metrics out; the same as
-  ``geodiffloc train locdiff|geoclip --config cfg.yaml``.
-- :func:`fit` — train a model in place on in-memory tensors (behind ``LocDiff.fit`` and
-  ``GeoCLIP.fit``), through the same modules, nothing written to disk.
+  ``geodiffloc train locdiff|geoclip|hierloc --config cfg.yaml``.
+- :func:`fit` — train a model in place on in-memory tensors (behind ``LocDiff.fit``,
+  ``GeoCLIP.fit`` and ``HierLoc.fit``), through the same modules, nothing written to disk.
 - :func:`load_config` / :func:`default_config` — the config schema (pydantic models in
   :mod:`.schema`), defaults, validation.
 - :class:`GeoDataModule` — loaders over a feature store or in-memory embeddings.
-- :class:`LocDiffModule`, :class:`GeoCLIPModule` — the LightningModules.
+- :class:`LocDiffModule`, :class:`GeoCLIPModule`, :class:`HierLocModule` — the
+  LightningModules (:func:`build_hierarchy`: HierLoc's entities from a config section).
 """
 
 from .api import build_datamodule, build_module, train
 from .config import FAMILIES, SOURCES, default_config, load_config
 from .datamodule import EmbeddingDataset, GeoDataModule, split_indices
 from .fitting import fit
-from .modules import GeoCLIPModule, LocDiffModule, metric_name, training_gallery, warmup_cosine
-from .schema import GeoCLIPConfig, LocDiffConfig, loss_options
+from .modules import (
+    GeoCLIPModule,
+    HierLocModule,
+    LocDiffModule,
+    build_hierarchy,
+    metric_name,
+    training_gallery,
+    warmup_cosine,
+)
+from .schema import GeoCLIPConfig, HierLocConfig, LocDiffConfig, loss_options
 
 __all__ = [
     "FAMILIES",
@@ -24,9 +33,12 @@ __all__ = [
     "GeoCLIPConfig",
     "GeoCLIPModule",
     "GeoDataModule",
+    "HierLocConfig",
+    "HierLocModule",
     "LocDiffConfig",
     "LocDiffModule",
     "build_datamodule",
+    "build_hierarchy",
     "build_module",
     "default_config",
     "fit",

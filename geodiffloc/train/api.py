@@ -166,7 +166,7 @@ def build_module(cfg: dict[str, Any], datamodule: Any) -> Any:
 
     Returns
     -------
-    LocDiffModule or GeoCLIPModule
+    LocDiffModule, GeoCLIPModule or HierLocModule
 
     Examples
     --------
@@ -177,8 +177,11 @@ def build_module(cfg: dict[str, Any], datamodule: Any) -> Any:
     >>> build_module(cfg, dm).model.cond_dim
     4
     """
-    from .modules import GeoCLIPModule, LocDiffModule
+    from .modules import GeoCLIPModule, HierLocModule, LocDiffModule
 
+    if cfg["family"] == "hierloc":
+        return HierLocModule(cfg["model"], encoder=datamodule.encoder, optim=cfg["optim"],
+                             validation=cfg["validation"], seed=cfg["seed"])
     if cfg["family"] == "locdiff":
         return LocDiffModule(cfg["model"], encoder=datamodule.encoder, optim=cfg["optim"],
                              loss=cfg["loss"], validation=cfg["validation"], seed=cfg["seed"])
@@ -253,7 +256,7 @@ def train(
     datamodule: Any = None,
     callbacks: list[Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Train a LocDiff or GeoCLIP model from a config; export it; return it and its metrics.
+    """Train a LocDiff, GeoCLIP or HierLoc model from a config; export it; return it + metrics.
 
     Parameters
     ----------

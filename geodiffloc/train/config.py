@@ -7,7 +7,7 @@ problem as a ``ValueError`` that names the key and the allowed values, so a typo
 at once instead of being ignored after an hour of training. Sections:
 
 ``family``
-    ``"locdiff"`` or ``"geoclip"`` (required).
+    ``"locdiff"``, ``"geoclip"`` or ``"hierloc"`` (required).
 ``seed``, ``out_dir``, ``resume``, ``overwrite``
     Global seed (``lightning.seed_everything``), output folder, a Lightning checkpoint
     to resume from, and whether existing outputs may be replaced.
@@ -20,9 +20,13 @@ at once instead of being ignored after an hour of training. Sections:
     encoded with ``encoder`` into a feature store first (resumable).
 ``model``
     Constructor arguments of :class:`~geodiffloc.LocDiff` / :class:`~geodiffloc.GeoCLIP`
-    (the condition width is taken from the data), plus ``init``: a checkpoint to start
-    from (``"official"`` for GeoCLIP's pretrained weights).
+    / :class:`~geodiffloc.HierLoc` (the condition width is taken from the data), plus
+    ``init``: a checkpoint to start from (``"official"`` for GeoCLIP's pretrained
+    weights). HierLoc's ``hierarchy`` subsection says where its entities come from
+    (``source: gazetteer`` or ``source: file``).
 ``optim``
+    HierLoc: Riemannian Adam (geoopt), ``lr`` (head), ``entity_lr`` (entities; default
+    ``lr``), ``weight_decay``, ``schedule``, ``warmup_steps``, ``min_lr_ratio``.
     LocDiff: AdamW, ``lr``, ``weight_decay``, ``betas``, ``schedule`` (``cosine`` or
     ``constant``), ``warmup_steps``, ``min_lr_ratio``. GeoCLIP (the paper's): Adam
     ``lr`` 3e-5, ``weight_decay`` 1e-6, StepLR ``gamma`` 0.87 every ``step_size`` epochs.
@@ -32,7 +36,8 @@ at once instead of being ignored after an hour of training. Sections:
     keyword option of :meth:`LocDiff.training_loss <geodiffloc.LocDiff.training_loss>`
     (passed to it unchanged; the allowed names are read from its signature).
 ``validation``
-    LocDiff: ``sampler``, ``steps``, ``n_samples``, ``aggregate``. GeoCLIP:
+    LocDiff: ``sampler``, ``steps``, ``n_samples``, ``aggregate``. HierLoc: ``method``
+    (``flat`` or ``beam``), ``beam_width``. GeoCLIP:
     ``gallery`` (``"train"``: the training locations, or any gallery spec) and
     ``max_gallery``.
 ``trainer``
@@ -89,7 +94,7 @@ def default_config(family: str) -> dict[str, Any]:
     Parameters
     ----------
     family
-        ``"locdiff"`` or ``"geoclip"``.
+        ``"locdiff"``, ``"geoclip"`` or ``"hierloc"``.
 
     Returns
     -------
@@ -248,7 +253,7 @@ def load_config(
         raw = _deep_update(raw, copy.deepcopy(overrides))
     fam = raw.get("family")
     if fam is None:
-        raise ValueError(f"{where} has no 'family'; set family: locdiff or family: geoclip.")
+        raise ValueError(f"{where} has no 'family'; set family: locdiff, geoclip or hierloc.")
     if fam not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}; got {fam!r}.")
     cls = CONFIGS[fam]

@@ -84,13 +84,14 @@ def fit(
     progress: bool = True,
     callbacks: list[Any] | None = None,
 ) -> list[float]:
-    """Train ``model`` (a LocDiff or a GeoCLIP) in place for ``steps`` optimiser steps.
+    """Train ``model`` (a LocDiff, GeoCLIP or HierLoc) in place for ``steps`` optimiser steps.
 
     Parameters
     ----------
     model
-        A :class:`~geodiffloc.LocDiff` or :class:`~geodiffloc.GeoCLIP`; trained where it
-        is (CPU, or the GPU it sits on) and left in eval mode.
+        A :class:`~geodiffloc.LocDiff`, :class:`~geodiffloc.GeoCLIP` or
+        :class:`~geodiffloc.HierLoc`; trained where it is (CPU, or the GPU it sits on)
+        and left in eval mode.
     embeddings, latlon
         ``(n, dim)`` or ``(n, views, dim)`` condition embeddings / backbone features and
         ``(n, 2)`` ``(lat, lon)`` degrees.
@@ -102,7 +103,8 @@ def fit(
     optim
         The ``optim`` section of a training config (LocDiff: ``lr``, ``weight_decay``,
         ``betas``, ``schedule``, ``warmup_steps``, ``min_lr_ratio``; GeoCLIP: ``lr``,
-        ``weight_decay``, ``gamma``, ``step_size``); unset keys take the config defaults.
+        ``weight_decay``, ``gamma``, ``step_size``; HierLoc: ``lr``, ``entity_lr``,
+        ``weight_decay``, ``schedule``, ...); unset keys take the config defaults.
     loss
         LocDiff's ``loss`` section: anchor keys and any option of
         :meth:`LocDiff.training_loss`.
@@ -138,22 +140,26 @@ def fit(
     3
     """
     from ..models.geoclip import GeoCLIP
+    from ..models.hierloc import HierLoc
     from ..models.locdiff import LocDiff
     from .datamodule import GeoDataModule
-    from .modules import GeoCLIPModule, LocDiffModule
+    from .modules import GeoCLIPModule, HierLocModule, LocDiffModule
 
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1; got {steps}.")
-    if not isinstance(model, LocDiff | GeoCLIP):
-        raise ValueError(f"fit trains a LocDiff or a GeoCLIP; got {type(model).__name__}.")
+    if not isinstance(model, LocDiff | GeoCLIP | HierLoc):
+        raise ValueError(f"fit trains a LocDiff, a GeoCLIP or a HierLoc; got "
+                         f"{type(model).__name__}.")
     is_locdiff = isinstance(model, LocDiff)
+    per_step = is_locdiff or isinstance(model, HierLoc)
     record = model.encoder_record or {"name": "precomputed"}
     dm = GeoDataModule.from_tensors(
         # the name only: a width mismatch is reported by the module, naming the model
         embeddings, latlon, val_fraction=0.0, seed=int(seed), encoder=str(record["name"]),
         batch_size=int(batch_size),
-        # LocDiff's schedule counts steps: draw exactly what the steps need, one epoch
-        samples_per_epoch=int(steps) * int(batch_size) if is_locdiff else None)
+        # LocDiff's and HierLoc's schedules count steps: draw exactly what the steps
+        # need, one epoch
+        samples_per_epoch=int(steps) * int(batch_size) if per_step else None)
     device = next(model.parameters()).device
     model.train()  # Lightning leaves the mode to us (a loaded model is in eval mode)
     module: pl.LightningModule
@@ -162,6 +168,8 @@ def fit(
         module = LocDiffModule(model, encoder=dm.encoder, optim=optim, loss=loss, seed=seed)
         if anchor_sampler is not None:
             module.anchor_sampler = anchor_sampler
+    elif isinstance(model, HierLoc):
+        module = HierLocModule(model, encoder=dm.encoder, optim=optim, seed=seed)
     else:
         module = GeoCLIPModule(model, encoder=dm.encoder, optim=optim, seed=seed)
     rec = StepLosses(int(steps), progress=progress, desc=f"{type(model).__name__} fit")

@@ -21,6 +21,10 @@ Optimisation:
 
 * **GeoCLIP** (paper, Sec. 4): Adam, lr 3e-5, weight decay 1e-6, StepLR x0.87 per
   epoch, via :meth:`GeoCLIP.configure_optimizer`.
+* **HierLoc**: the abstract gives no optimiser details. Riemannian Adam
+  (:class:`geoopt.optim.RiemannianAdam`) over the entity embeddings (points of
+  :class:`geoopt.Lorentz`, at ``entity_lr``) and the Euclidean query head (at ``lr``,
+  with ``weight_decay``), warm-up and cosine decay per step as for LocDiff.
 * **LocDiff**: the paper gives no optimiser details. AdamW with lr 1e-3 (the value the
   LocDiff code's own ``fit`` loop is tuned for; the CS-UNet's SIREN blocks are small
   and like a larger step than transformers), no weight decay by default, optional
@@ -31,13 +35,14 @@ Optimisation:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 
-__all__ = ["GeoCLIPModule", "LocDiffModule", "metric_name"]
+__all__ = ["GeoCLIPModule", "HierLocModule", "LocDiffModule", "build_hierarchy", "metric_name"]
 
 
 def metric_name(summary_key: str) -> str:
@@ -513,5 +518,178 @@ def _build_geoclip(model: dict[str, Any], encoder: dict[str, Any], seed: int) ->
         m = GeoCLIP(backbone_dim=encoder["dim"], cache_dir=False, seed=seed, **kw)
     if gallery is not None:
         m.gallery = gallery
+    m.encoder_record = dict(encoder)
+    return m
+
+
+def build_hierarchy(spec: dict[str, Any]) -> Any:
+    """The :class:`~geodiffloc.data.EntityHierarchy` a ``model.hierarchy`` section describes.
+
+    Lives in the train layer because the gazetteer hierarchy's country polygons come
+    from :mod:`geodiffloc.geo` (Natural Earth), which the data layer may not import.
+
+    Raises
+    ------
+    ValueError
+        Bad spec or an invalid hierarchy (:class:`~geodiffloc.data.HierarchyError`).
+    FileNotFoundError
+        ``source: file`` and no file at ``path``.
+
+    Examples
+    --------
+    >>> h = build_hierarchy({"source": "gazetteer", "min_population": 1_000_000,
+    ...                      "countries": ["FR"], "country_polygons": None})
+    >>> h.level_names[0], int(h.level_counts()[0])
+    ('country', 1)
+    """
+    from ..data.hierarchy import EntityHierarchy, gazetteer_hierarchy
+    from .schema import HierarchySection
+
+    s = HierarchySection.model_validate(dict(spec or {})).model_dump()
+    if s["source"] == "gazetteer":
+        polys = None
+        if s["country_polygons"]:
+            from ..geo.naturalearth import countries
+
+            polys = countries("10m" if s["country_polygons"] == "naturalearth_10m" else "lowres")
+        return gazetteer_hierarchy(s["min_population"], countries=s["countries"],
+                                   country_polygons=polys)
+    import geopandas as gpd
+
+    path = Path(s["path"])
+    if not path.exists():
+        raise FileNotFoundError(f"model.hierarchy.path {path} does not exist.")
+    gdf = (gpd.read_parquet(path) if path.suffix.lower() in (".parquet", ".geoparquet")
+           else gpd.read_file(path, layer=s["layer"]))
+    return EntityHierarchy.from_geodataframe(
+        gdf, id_col=s["id_col"], parent_col=s["parent_col"], name_col=s["name_col"],
+        level_col=s["level_col"], level_names=s["level_names"], reproject=s["reproject"])
+
+
+class HierLocModule(_GeoModule):
+    """Trains a :class:`~geodiffloc.HierLoc` with its geo-weighted hyperbolic loss.
+
+    Parameters
+    ----------
+    model
+        A :class:`~geodiffloc.HierLoc` to train in place, or its constructor arguments
+        with ``hierarchy`` (a ``model.hierarchy`` config section, see
+        :func:`build_hierarchy`, or a ready :class:`~geodiffloc.data.EntityHierarchy`)
+        and ``init``: a HierLoc checkpoint to start from (its architecture and
+        hierarchy then win).
+    encoder
+        ``{"name", "dim"}`` of the query embeddings (``dim`` = ``input_dim``).
+    optim
+        ``lr``, ``entity_lr``, ``weight_decay``, ``schedule``, ``warmup_steps``,
+        ``min_lr_ratio`` (see the module docstring).
+    validation
+        ``method`` (``"flat"``/``"beam"``) and ``beam_width`` of the validation predictions.
+    seed
+        Seeds the initial weights and the sampled hierarchy edges.
+
+    Raises
+    ------
+    ValueError
+        Bad encoder record, an invalid hierarchy, mismatched ``init`` weights.
+
+    Examples
+    --------
+    >>> from geodiffloc.data import EntityHierarchy
+    >>> h = EntityHierarchy.from_records([{"entity_id": "A", "lat": 0.0, "lon": 0.0}])
+    >>> m = HierLocModule({"hierarchy": h, "embed_dim": 4, "hidden_dim": 8},
+    ...                   encoder={"name": "x", "dim": 6})
+    >>> m.model.input_dim, m.model.n_entities
+    (6, 1)
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        *,
+        encoder: dict[str, Any] | None = None,
+        optim: dict[str, Any] | None = None,
+        validation: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        from ..models.hierloc import HierLoc
+        from .config import default_config
+
+        d = default_config("hierloc")
+        encoder = _check_encoder(encoder)
+        given = model if isinstance(model, HierLoc) else None
+        if given is not None:
+            _check_same_width(given.input_dim, encoder, "the HierLoc")
+            given.encoder_record = dict(encoder)
+            model = {k: v for k, v in given.config().items()
+                     if k not in ("format", "input_dim", "encoder", "hierarchy")}
+            model["hierarchy"] = "<given>"
+        model = {**d["model"], **(model or {})}
+        self.optim_cfg = {**d["optim"], **(optim or {})}
+        self.val_cfg = {**d["validation"], **(validation or {})}
+        self.seed = int(seed)
+        hp_model = {k: (v if k != "hierarchy" or isinstance(v, dict | str) else "<given>")
+                    for k, v in model.items()}
+        self.save_hyperparameters({"model": hp_model, "encoder": encoder,
+                                   "optim": self.optim_cfg, "validation": self.val_cfg,
+                                   "seed": self.seed})
+        self.model = given if given is not None else _build_hierloc(model, encoder, self.seed)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, ll = batch[0], batch[1]
+        loss, logs = self.model.training_loss(x, ll, generator=self._gen)
+        self._track(loss)
+        n = x.shape[0]
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n,
+                 sync_dist=True)
+        for k in ("geo", "parent", "norm", "acc_leaf"):
+            self.log(f"train/{k}", logs[k], on_step=False, on_epoch=True, batch_size=n,
+                     sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, ll, idx = batch
+        vloss, _ = self.model.training_loss(x, ll, generator=self._val_generator(batch_idx))
+        self.log("val/loss", vloss, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+        v = self.val_cfg
+        gdf = self.model.predict(x, method=v["method"], beam_width=int(v["beam_width"]))
+        pred = torch.from_numpy(np.stack([gdf["lat"].to_numpy(), gdf["lon"].to_numpy()], 1))
+        self._collect(pred, ll, idx)
+
+    def configure_optimizers(self) -> Any:
+        from geoopt.optim import RiemannianAdam
+
+        o = self.optim_cfg
+        lr = float(o["lr"])
+        head = [p for p in self.model.head.parameters() if p.requires_grad]
+        groups = [{"params": [self.model.entities], "lr": float(o["entity_lr"] or lr),
+                   "weight_decay": 0.0},
+                  {"params": head, "lr": lr, "weight_decay": float(o["weight_decay"])}]
+        opt = RiemannianAdam(groups, lr=lr, stabilize=100)
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer else 1
+        sched = warmup_cosine(opt, total, int(o["warmup_steps"]), float(o["min_lr_ratio"]),
+                              cosine=o["schedule"] == "cosine")
+        if sched is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _build_hierloc(model: dict[str, Any], encoder: dict[str, Any], seed: int) -> Any:
+    from ..data.hierarchy import EntityHierarchy
+    from ..models.hierloc import HierLoc
+
+    kw = dict(model)
+    init = kw.pop("init", None)
+    spec = kw.pop("hierarchy", None)
+    if init:
+        m = HierLoc.load(init)
+        if m.input_dim != encoder["dim"]:
+            raise ValueError(
+                f"model.init {init!r} takes {m.input_dim}-d embeddings but the data are "
+                f"{encoder['dim']}-d embeddings from {encoder['name']!r}.")
+        m.encoder_record = dict(encoder)
+        return m.train()
+    hierarchy = spec if isinstance(spec, EntityHierarchy) else build_hierarchy(spec or {})
+    m = HierLoc(hierarchy, input_dim=encoder["dim"], seed=seed, **kw)
     m.encoder_record = dict(encoder)
     return m

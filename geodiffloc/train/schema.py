@@ -16,13 +16,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..models.geoclip import GeoCLIP
+from ..models.hierloc import HierLoc
 from ..models.locdiff import DiffusionConfig, LocDiff
 from ..models.locdiff.diffusion import RECOMMENDED_BANK, RECOMMENDED_LOSS, diffusion_loss
 
-__all__ = ["CONFIGS", "FAMILIES", "SOURCES", "GeoCLIPConfig", "LocDiffConfig",
+__all__ = ["CONFIGS", "FAMILIES", "SOURCES", "GeoCLIPConfig", "HierLocConfig", "LocDiffConfig",
            "loss_options"]
 
-FAMILIES = ("locdiff", "geoclip")
+FAMILIES = ("locdiff", "geoclip", "hierloc")
 SOURCES = ("gazetteer", "feature_store", "arrays", "csv", "folder")
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed")
 
@@ -260,6 +261,72 @@ class GeoCLIPValidation(Section):
     max_gallery: int = Field(100_000, ge=1)
 
 
+# -- HierLoc ---------------------------------------------------------------------------
+class HierarchySection(Section):
+    """Where HierLoc's entities come from.
+
+    ``source: gazetteer``: :func:`~geodiffloc.data.gazetteer_hierarchy` (``min_population``,
+    ``countries``; ``country_polygons``: ``"naturalearth_10m"``, ``"naturalearth_lowres"``
+    or null). ``source: file``: a vector file at ``path`` (GeoPackage, GeoParquet,
+    shapefile, ...) read with geopandas, passed to
+    :meth:`~geodiffloc.data.EntityHierarchy.from_geodataframe` with the column options.
+    """
+
+    source: Literal["gazetteer", "file"] = "gazetteer"
+    min_population: int = Field(15_000, ge=0)
+    countries: list[str] | None = None
+    country_polygons: Literal["naturalearth_10m", "naturalearth_lowres"] | None = \
+        "naturalearth_10m"
+    path: str | None = None
+    layer: str | None = None
+    id_col: str = "id"
+    parent_col: str = "parent"
+    name_col: str | None = "name"
+    level_col: str | None = None
+    level_names: list[str] | None = None
+    reproject: bool = False
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> HierarchySection:
+        if self.source == "file" and not self.path:
+            raise ValueError("model.hierarchy.path is required for model.hierarchy.source="
+                             "'file': the vector file holding the entities.")
+        return self
+
+
+class HierLocModelSection(Section):
+    """:class:`~geodiffloc.HierLoc` arguments (``input_dim`` comes from the data)."""
+
+    hierarchy: HierarchySection = Field(default_factory=HierarchySection)
+    embed_dim: int = Field(_ctor(HierLoc, "embed_dim"), ge=1)
+    hidden_dim: int = Field(_ctor(HierLoc, "hidden_dim"), ge=1)
+    temperature: float = Field(_ctor(HierLoc, "temperature"), gt=0.0)
+    max_radius: float = Field(_ctor(HierLoc, "max_radius"), gt=0.0)
+    sigma_km: list[float] | None = _ctor(HierLoc, "sigma_km")
+    geo_weight: float = Field(_ctor(HierLoc, "geo_weight"), ge=0.0, le=1.0)
+    level_weights: list[float] | None = _ctor(HierLoc, "level_weights")
+    consistency_weight: float = Field(_ctor(HierLoc, "consistency_weight"), ge=0.0)
+    margin: float = Field(_ctor(HierLoc, "margin"), ge=0.0)
+    n_edges: int = Field(_ctor(HierLoc, "n_edges"), ge=1)
+    init: str | None = None
+
+
+class HierLocOptim(Section):
+    """Riemannian Adam (geoopt): the head at ``lr``, the entities at ``entity_lr``."""
+
+    lr: float = Field(1e-3, gt=0.0)
+    entity_lr: float | None = Field(None, gt=0.0)  # default: lr
+    weight_decay: float = Field(0.0, ge=0.0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class HierLocValidation(Section):
+    method: Literal["flat", "beam"] = "flat"
+    beam_width: int = Field(10, ge=1)
+
+
 # -- whole configs -----------------------------------------------------------------------
 class _Common(Section):
     family: str
@@ -314,7 +381,17 @@ class GeoCLIPConfig(_Common):
     validation: GeoCLIPValidation = Field(default_factory=GeoCLIPValidation)
 
 
-CONFIGS: dict[str, type[_Common]] = {"locdiff": LocDiffConfig, "geoclip": GeoCLIPConfig}
+class HierLocConfig(_Common):
+    """A complete HierLoc training config."""
+
+    family: Literal["hierloc"] = "hierloc"
+    model: HierLocModelSection = Field(default_factory=HierLocModelSection)
+    optim: HierLocOptim = Field(default_factory=HierLocOptim)
+    validation: HierLocValidation = Field(default_factory=HierLocValidation)
+
+
+CONFIGS: dict[str, type[_Common]] = {"locdiff": LocDiffConfig, "geoclip": GeoCLIPConfig,
+                                     "hierloc": HierLocConfig}
 
 
 class _UnknownKeys(ValueError):
