@@ -35,6 +35,8 @@ _LAZY = {
     "GeoCLIP": "geodiffloc.models.geoclip",
     "LocDiff": "geodiffloc.models.locdiff",
     "LocDiffH": "geodiffloc.models.locdiff",
+    "locate": "geodiffloc.pipeline",
+    "locate_batch": "geodiffloc.pipeline",
     "geo": "geodiffloc.geo",
     "metrics": "geodiffloc.metrics",
     "sphere": "geodiffloc.sphere",
