@@ -395,7 +395,9 @@ class _Writer:
         idx = np.arange(self.next_field, self.next_field + k, dtype=np.int64)
         da = grid.to_dataarray(values, kind="mass", leading_dim="query", leading_coords=idx,
                                name="probability",
-                               attrs={**attrs, "batch_model": self.model_label})
+                               attrs={**attrs, "batch_model": self.model_label,
+                                      # each chunk's noise seed derives from the run's seed
+                                      "seed": int(self.settings["seed"])})
         da = da.assign_coords(key=("query", np.array([it.key for it in items], dtype=object)))
         da["query"].attrs.update(long_name="row of the cube (field_index in the GeoParquet)")
         ds = da.to_dataset().rio.write_crs("EPSG:4326")
@@ -458,9 +460,11 @@ def _run_dask(client: Any, runner: Runner, chunks: Iterator[list[InputItem]],
     from distributed import as_completed
 
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-    link = getattr(client, "dashboard_link", None)
-    if link and getattr(client.cluster, "dashboard_address", "") is not None:
-        print(f"Dask dashboard: {link} ({n_workers} worker(s))", file=sys.stderr)
+    if "dashboard" in client.scheduler_info().get("services", {}):
+        print(f"Dask dashboard: {client.dashboard_link} ({n_workers} worker(s))",
+              file=sys.stderr)
+    else:
+        print(f"Dask: {n_workers} worker(s) at {client.scheduler.address}", file=sys.stderr)
     # the model goes to every worker once; tasks refer to that copy
     [shared] = client.scatter([runner], broadcast=True, hash=False)
     pending: dict[Any, list[InputItem]] = {}
