@@ -460,11 +460,11 @@ def _run_dask(client: Any, runner: Runner, chunks: Iterator[list[InputItem]],
     from distributed import as_completed
 
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-    if "dashboard" in client.scheduler_info().get("services", {}):
-        print(f"Dask dashboard: {client.dashboard_link} ({n_workers} worker(s))",
-              file=sys.stderr)
-    else:
-        print(f"Dask: {n_workers} worker(s) at {client.scheduler.address}", file=sys.stderr)
+    import importlib.util
+
+    hint = "" if importlib.util.find_spec("bokeh") else "; pip install bokeh for its pages"
+    print(f"Dask: {n_workers} worker(s), dashboard {client.dashboard_link}{hint}",
+          file=sys.stderr)
     # the model goes to every worker once; tasks refer to that copy
     [shared] = client.scatter([runner], broadcast=True, hash=False)
     pending: dict[Any, list[InputItem]] = {}
