@@ -406,11 +406,19 @@ class _Writer:
         ds["probability"].attrs["grid_mapping"] = "spatial_ref"
         path = self.root / BATCH_FILES["fields"]
         if self.next_field == 0 or not path.exists():
-            ds.to_zarr(path, mode="w", consolidated=False, zarr_format=2, encoding={
-                "probability": {"chunks": (1, *grid.shape)}})
+            # Zarr v2: what zarr 2 writes anyway, GDAL and every xarray read, stable strings
+            fmt = {"zarr_format": 2} if _zarr_major() >= 3 else {}
+            ds.to_zarr(path, mode="w", consolidated=False, encoding={
+                "probability": {"chunks": (1, *grid.shape)}}, **fmt)
         else:
             ds.drop_vars("spatial_ref").to_zarr(path, append_dim="query", consolidated=False)
         self.next_field += k
+
+
+def _zarr_major() -> int:
+    import zarr
+
+    return int(str(zarr.__version__).split(".")[0])
 
 
 # -- execution: serial or Dask ----------------------------------------------------------------
