@@ -503,13 +503,10 @@ def _run_dask(client: Any, runner: Runner, chunks: Iterator[list[InputItem]],
             fut.cancel()
 
 
-def _dask_available() -> bool:
-    try:
-        import distributed  # noqa: F401
-        import zarr  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 # -- the end of a run -------------------------------------------------------------------------
@@ -679,13 +676,15 @@ def locate_batch(
                          f"got {resolution}.")
     if workers is not None and int(workers) < 1:
         raise ValueError(f"workers must be >= 1; got {workers}.")
+    from .._optional import require
+
     if scheduler is None and not os.environ.get("DASK_SCHEDULER_ADDRESS") and not \
-            _dask_available():
+            _installed("distributed"):
         log.info("dask[distributed] is not installed: running in this process")
         scheduler = "serial"
-    if fields and not _dask_available():
-        from .._optional import require
-
+    if scheduler != "serial":
+        require("distributed", extra="batch", feature="batch runs on Dask (scheduler=)")
+    if fields:
         require("zarr", extra="batch", feature="the probability cube (fields=True)")
     root = Path(out_dir)
     with stage("loading the model"):
