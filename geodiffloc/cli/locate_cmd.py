@@ -32,22 +32,19 @@ def add_parser(subparsers: Any) -> None:
         help="geolocate place descriptions or images; write GeoTIFF, GeoPackage, map, "
         "per-country CSV",
         description=paragraph(
-            "Geolocate inputs with LocDiff and write predictions.gpkg (points), "
+            "Geolocate inputs with any model (--model) and write predictions.gpkg (points), "
             "probability.tif (COG, one band per input, density per km²) with its QGIS "
             "style probability.qml, map.png and countries.csv (per-country probabilities) "
             "to OUT_DIR. Without --model the built-in offline place-description model is "
-            "used (trained and cached on first use). Results go to stdout, progress to "
-            "stderr."),
+            "used (trained and cached on first use). One folder, .txt file or table as the "
+            "input makes a batch run (streamed GeoParquet parts, resumable, on Dask; see "
+            "'batch runs' below). Results go to stdout, progress to stderr."),
         formatter_class=HelpFormatter,
         epilog=examples(
-            "geodiffloc locate -o out/",
             'geodiffloc locate "a fishing harbour in northern Norway" "Kyoto temple" -o out/',
-            "geodiffloc locate photos/*.jpg --model my_locdiff.safetensors -o out/ "
-            "--sampler dpm++",
             "geodiffloc locate captions.parquet --column caption -o out/ --workers 2",
             "geodiffloc locate photos/ --model geoclip-official --backbone ViT-L-14.pt "
             "--fields -o out/",
-            "geodiffloc locate descriptions.txt -o out/ --scheduler tcp://10.0.0.5:8786",
         ),
     )
     p.add_argument("inputs", nargs="*", metavar="INPUT",
