@@ -299,3 +299,64 @@ def test_cli_batch_run_on_a_text_file_and_resume(tiny, source, tmp_path, monkeyp
     assert main([*argv[:-1], "--chunk-size", "0"]) == 2
     assert main(["locate", "Lyon", "--fields", "-o", str(tmp_path / "x")]) == 2
     assert "only apply to batch runs" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # ~90 s on a loaded 2-core machine: worker processes import torch
+def test_worker_processes_load_a_checkpoint_once_each(tmp_path):
+    """processes=True: the model travels as its recipe; each worker loads it once."""
+    from distributed import Client, LocalCluster
+
+    from geodiffloc.encoders import encoder_from_name
+
+    enc = encoder_from_name("efficientnet:lite0/random", device="cpu")  # offline, no weights
+    torch.manual_seed(0)
+    ckpt = LocDiff(L=3, cond_dim=enc.dim, widths=(8,), encoder=enc).save(
+        tmp_path / "img.safetensors")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        Image.new("RGB", (24, 24), (30 * i, 90, 200 - 20 * i)).save(photos / f"{i}.png")
+    kw = {**FAST, "views": 1, "chunk_size": 2}
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        res = locate_batch(photos, tmp_path / "out", model=str(ckpt), **{**kw,
+                                                                          "scheduler": client})
+        loaded = client.run(lambda: len(importlib.import_module(
+            "geodiffloc.pipeline.models")._LOADED))
+    assert res.n_done == 6 and res.predictions()["key"].is_unique
+    assert sorted(loaded.values()) == [1, 1]  # one model per worker process, not per task
+    serial = locate_batch(photos, tmp_path / "serial", model=str(ckpt), **kw).predictions()
+    a = res.predictions().set_index("key").sort_index()
+    b = serial.set_index("key").sort_index()
+    # same samples; the image encoder's float sums differ slightly across processes
+    np.testing.assert_allclose(a[["lat", "lon"]], b[["lat", "lon"]], atol=1e-3)
+
+
+def test_a_runner_from_a_path_pickles_as_its_recipe_and_loads_once(tiny, tmp_path,
+                                                                   monkeypatch):
+    """What a Dask worker process receives: a recipe, loaded on first use, then reused."""
+    import pickle
+
+    from geodiffloc.pipeline import models
+
+    model, _ = tiny
+    path = model.save(tmp_path / "m.safetensors")
+    loads = []
+    real = LocDiff.load
+
+    def counting(p, **kw):
+        loads.append(str(p))
+        return real(p, **kw)
+
+    monkeypatch.setattr(LocDiff, "load", staticmethod(counting))
+    monkeypatch.setattr(models, "_encoder_for", lambda m, name: HashWordEncoder())
+    monkeypatch.setattr(models, "_LOADED", {})
+    runner = resolve_runner(str(path))
+    blob = pickle.dumps(runner)
+    assert len(blob) < 2_000  # the recipe, not the weights
+    a, b = pickle.loads(blob), pickle.loads(blob)
+    assert a is b and a is not runner  # loaded once in this "worker", then reused
+    assert loads == [str(path), str(path)]  # the driver's load and the worker's one
+    assert a.fingerprint == runner.fingerprint
+    objects = resolve_runner(model, encoder=HashWordEncoder())
+    assert len(pickle.dumps(objects)) > len(blob)  # objects travel as objects
