@@ -92,6 +92,8 @@ def test_writes_parts_gpkg_skipped_and_run_file(tiny, source, tmp_path):
     assert run["complete"] and run["n_done"] == N_OK
     assert run["model_fingerprint"] == resolve_runner(model, encoder=enc).fingerprint
     assert not (out / "fields.zarr").exists() and not (out / "accuracy.json").exists()
+    pytest.importorskip("matplotlib")
+    assert (out / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_second_run_skips_done_inputs_and_finishes_new_ones(tiny, source, tmp_path,
@@ -255,6 +257,14 @@ def test_geoclip_checkpoint_on_a_photo_folder_reports_accuracy(tmp_path):
     assert res.fields().shape == (4, 18, 36)
 
 
+def test_geoclip_without_a_backbone_asks_for_one(tmp_path):
+    gc = GeoCLIP(backbone_dim=8, embed_dim=4, n_freqs=4, hidden_dim=8, queue_size=4, seed=0,
+                 cache_dir=False, gallery="fibonacci:50")
+    with pytest.raises(ValueError, match=r"no encoder for raw inputs.*backbone"):
+        locate_batch(["a.jpg"], tmp_path / "out", model=gc, **FAST)
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
 def test_unknown_and_incomplete_model_names(tiny):
     with pytest.raises(ValueError, match=r"unknown model 'nope'.*geoclip-official"):
         resolve_runner("nope")
@@ -349,7 +359,7 @@ def test_a_runner_from_a_path_pickles_as_its_recipe_and_loads_once(tiny, tmp_pat
         return real(p, **kw)
 
     monkeypatch.setattr(LocDiff, "load", staticmethod(counting))
-    monkeypatch.setattr(models, "_encoder_for", lambda m, name: HashWordEncoder())
+    monkeypatch.setattr(models, "_encoder_for", lambda m: HashWordEncoder())
     monkeypatch.setattr(models, "_LOADED", {})
     runner = resolve_runner(str(path))
     blob = pickle.dumps(runner)

@@ -19,11 +19,12 @@ Files in ``out_dir``:
     ``xarray.open_zarr(out / "fields.zarr")``.
 ``countries.parquet/part-NNNNN.parquet`` (``fields=True``)
     Per query and country: the field's probability mass (``>= min_country_prob``).
-``predictions.gpkg``, ``countries.csv``, ``skipped.csv``, ``accuracy.json``
+``predictions.gpkg``, ``countries.csv``, ``skipped.csv``, ``accuracy.json``, ``map.png``
     Written at the end of each run: all predictions in one GeoPackage; per country the
     number of predictions inside it (and the expected number, the sum of the fields'
     masses); the inputs left out with the reason; accuracy against the ground truth
-    (EXIF GPS, table coordinates) when the inputs had any.
+    (EXIF GPS, table coordinates) when the inputs had any; a world map of the
+    predictions coloured by confidence (with matplotlib installed).
 ``run.json``
     The model fingerprint and settings. A second run with the same ``out_dir`` skips
     the inputs already done (by input key) and does the rest; a run with another model
@@ -70,6 +71,7 @@ BATCH_FILES: dict[str, str] = {
     "countries": "countries.csv",
     "skipped": "skipped.csv",
     "accuracy": "accuracy.json",
+    "map": "map.png",
 }
 FORMAT = "geodiffloc.batch/1"
 _PART = "part-{:05d}.parquet"
@@ -562,6 +564,7 @@ def _finish(root: Path, reader: InputReader, run_info: dict[str, Any]) -> dict[s
         table["expected"] = [expected.get(k, 0.0) for k in names]
     with atomic_path(root / BATCH_FILES["countries"], overwrite=True) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
+    _summary_map(root, parts)
     # accuracy.json
     errs = np.concatenate(errors) if errors else np.zeros(0)
     acc = summarize_errors(errs) if errs.size else None
@@ -571,6 +574,37 @@ def _finish(root: Path, reader: InputReader, run_info: dict[str, Any]) -> dict[s
     elif acc_path.exists():
         acc_path.unlink()
     return {"n_done": total, "accuracy": acc}
+
+
+def _summary_map(root: Path, parts: dict[int, Path]) -> None:
+    """``map.png``: every prediction on a world map, coloured by confidence (needs matplotlib)."""
+    import importlib.util
+
+    target = root / BATCH_FILES["map"]
+    if not parts or importlib.util.find_spec("matplotlib") is None:
+        if target.exists():
+            target.unlink()
+        return
+    import pyarrow.parquet as pq
+    from matplotlib.figure import Figure
+
+    from ..geo import countries
+
+    cols = [pq.read_table(p, columns=["lat", "lon", "confidence"]) for p in parts.values()]
+    lat = np.concatenate([c.column("lat").to_numpy() for c in cols])
+    lon = np.concatenate([c.column("lon").to_numpy() for c in cols])
+    conf = np.concatenate([c.column("confidence").to_numpy() for c in cols])
+    fig = Figure(figsize=(12, 6.4), layout="constrained")
+    ax = fig.subplots()
+    countries("lowres").boundary.plot(ax=ax, color="0.55", linewidth=0.4)
+    order = np.argsort(conf)  # confident points on top
+    sc = ax.scatter(lon[order], lat[order], c=conf[order], s=max(1.0, 30.0 / np.sqrt(
+        max(len(lat), 1) / 100.0)), cmap="viridis", vmin=0.0, vmax=1.0, linewidths=0)
+    fig.colorbar(sc, ax=ax, shrink=0.7, label="confidence")
+    ax.set(xlim=(-180, 180), ylim=(-90, 90), aspect="equal", xlabel="longitude (°)",
+           ylabel="latitude (°)", title=f"{len(lat):,} predictions (EPSG:4326)")
+    with atomic_path(target, overwrite=True) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
 
 
 # -- the public entry point -----------------------------------------------------------------
@@ -690,8 +724,12 @@ def locate_batch(
     with stage("loading the model"):
         runner = resolve_runner(model, encoder=encoder, backbone=backbone, progress=progress,
                                 retrain_default=retrain_default)
-    modality = runner.modality if runner.modality in ("text", "image") else "text"
-    reader = InputReader(source, modality=modality, column=column)
+    if runner.modality not in ("text", "image"):
+        raise ValueError(
+            f"the model {runner.label!r} has no encoder for raw inputs (a GeoCLIP without an "
+            "image backbone); pass backbone= (CLI: --backbone), e.g. a local open_clip "
+            "checkpoint of the backbone it was trained with.")
+    reader = InputReader(source, modality=runner.modality, column=column)
     settings = {"resolution": float(resolution), "n_samples": int(n_samples),
                 "views": int(views), "sampler": sampler, "steps": steps, "seed": int(seed),
                 "fields": bool(fields), "countries_scale": countries_scale,

@@ -324,17 +324,16 @@ def predict_and_map(model: Any, cond: Any, kw: dict[str, Any], resolution: float
     return preds, fld
 
 
-def _load_recipe(family: str, path: str | None, backbone: Any, encoder_name: Any,
-                 ) -> Runner:
+def _load_recipe(family: str, path: str | None, backbone: Any) -> Runner:
     """Rebuild (once per process) the runner a recipe names."""
-    key = (family, path, None if backbone is None else str(backbone), encoder_name)
+    key = (family, path, None if backbone is None else str(backbone))
     if key not in _LOADED:
-        _LOADED[key] = _build(family, path, backbone, encoder_name, progress=False)
+        _LOADED[key] = _build(family, path, backbone, progress=False)
     return _LOADED[key]
 
 
-def _encoder_for(model: Any, encoder_name: Any) -> Any:
-    name = encoder_name or model.encoder_record.get("name")
+def _encoder_for(model: Any) -> Any:
+    name = model.encoder_record.get("name")
     if not name or name == "precomputed":
         raise ValueError(
             "this model was trained on precomputed embeddings and does not record its "
@@ -345,9 +344,9 @@ def _encoder_for(model: Any, encoder_name: Any) -> Any:
     return encoder_from_name(name)
 
 
-def _build(family: str, path: str | None, backbone: Any, encoder_name: Any, *,
-           progress: bool, retrain: bool = False, encoder: Any = None) -> Runner:
-    recipe = (family, path, backbone, encoder_name)
+def _build(family: str, path: str | None, backbone: Any, *, progress: bool,
+           retrain: bool = False, encoder: Any = None) -> Runner:
+    recipe = (family, path, backbone)
     if family == "default":
         from .default_model import default_model
 
@@ -357,7 +356,7 @@ def _build(family: str, path: str | None, backbone: Any, encoder_name: Any, *,
         from ..models.locdiff import LocDiff
 
         model = LocDiff.load(path)  # type: ignore[arg-type]
-        enc = encoder if encoder is not None else _encoder_for(model, encoder_name)
+        enc = encoder if encoder is not None else _encoder_for(model)
         return Runner("locdiff", model, enc, str(path), recipe)
     if family == "geoclip":
         from ..models.geoclip import GeoCLIP
@@ -375,7 +374,7 @@ def _build(family: str, path: str | None, backbone: Any, encoder_name: Any, *,
 
         ld = LocDiff.load(path)  # type: ignore[arg-type]
         gc = _official_geoclip(backbone)
-        enc = gc.backbone if encoder_name is None else _encoder_for(ld, encoder_name)
+        enc = gc.backbone if encoder is None else encoder
         return Runner("locdiff-h", LocDiffH(ld, gc), enc, f"locdiff-h:{path}", recipe)
     raise _unknown(family)
 
@@ -427,8 +426,8 @@ def resolve_runner(model: Any = None, *, encoder: Any = None, backbone: Any = No
         return model
     if model is None or isinstance(model, str | os.PathLike):
         family, path = _parse("default" if model is None else os.fspath(model))
-        runner = _build(family, path, backbone, None, progress=progress,
-                        retrain=retrain_default, encoder=encoder)
+        runner = _build(family, path, backbone, progress=progress, retrain=retrain_default,
+                        encoder=encoder)
         if encoder is None:
             return runner
         # an explicit encoder object: checked, used, and shipped as an object
@@ -441,7 +440,7 @@ def resolve_runner(model: Any = None, *, encoder: Any = None, backbone: Any = No
     kind = _object_kind(model)
     if kind == "locdiff":
         if encoder is None:
-            encoder = _encoder_for(model, None)
+            encoder = _encoder_for(model)
         check_encoder_matches(model.encoder_record, encoder)
     elif kind == "locdiff-h":
         encoder = encoder or model.geoclip.backbone
