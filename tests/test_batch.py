@@ -131,6 +131,19 @@ def test_another_model_is_refused_and_overwrite_starts_afresh(tiny, source, tmp_
     assert (res.n_new, res.n_resumed) == (N_OK, 0)
 
 
+def test_a_second_concurrent_run_on_the_same_folder_is_refused(tiny, source, tmp_path):
+    from filelock import FileLock
+
+    model, enc = tiny
+    out = tmp_path / "out"
+    out.mkdir()
+    with FileLock(str(out / ".geodiffloc-batch.lock")):  # another run holds the folder
+        with pytest.raises(FileExistsError, match="another geodiffloc run is writing"):
+            locate_batch(source, out, model=model, encoder=enc, **FAST)
+    assert not (out / "predictions.parquet").exists()
+    assert locate_batch(source, out, model=model, encoder=enc, **FAST).n_done == N_OK
+
+
 def test_folder_of_other_files_is_not_clobbered(tiny, source, tmp_path):
     model, enc = tiny
     out = tmp_path / "out"

@@ -55,6 +55,7 @@ from .._interrupt import stage
 from .._io import atomic_path, check_writable
 from .._version import __version__
 from .inputs import InputItem, InputReader
+from .locate import NO_COUNTRY
 from .models import Runner, resolve_runner
 
 __all__ = ["BATCH_FILES", "BatchResult", "locate_batch"]
@@ -75,6 +76,7 @@ BATCH_FILES: dict[str, str] = {
 }
 FORMAT = "geodiffloc.batch/1"
 _PART = "part-{:05d}.parquet"
+_LOCK = ".geodiffloc-batch.lock"
 _SETTINGS = ("resolution", "n_samples", "views", "sampler", "steps", "seed", "fields",
              "countries_scale", "min_country_prob")
 
@@ -225,6 +227,31 @@ def _prepare(root: Path, run_info: dict[str, Any], overwrite: bool) -> None:
     check_writable(root / ".probe", overwrite=True)
     for key in ("parts", "country_parts"):
         (root / BATCH_FILES[key]).mkdir(exist_ok=True)
+
+
+@contextlib.contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    """Hold ``out_dir``'s lock: a second run on the same folder is refused, not interleaved."""
+    from filelock import FileLock, Timeout
+
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"out_dir {root} exists and is not a folder; choose a folder.")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(f"a parent of out_dir {root} is a file; choose a folder.") \
+            from None
+    lock = FileLock(str(root / _LOCK))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise FileExistsError(
+            f"another geodiffloc run is writing into {root} (it holds {root / _LOCK}); wait "
+            "for it to finish, or choose another folder.") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _recover(root: Path) -> tuple[set[str], int, int]:
@@ -555,7 +582,7 @@ def _finish(root: Path, reader: InputReader, run_info: dict[str, Any]) -> dict[s
                                                                 -expected.get(k, 0.0), k))
     total = sum(counts.values())
     table = pd.DataFrame({
-        "country": [c or "(no country: sea or unmapped)" for c, _ in names],
+        "country": [c or NO_COUNTRY for c, _ in names],
         "iso_a3": [iso for _, iso in names],
         "n_predicted": [counts.get(k, 0) for k in names],
         "share": [counts.get(k, 0) / total if total else 0.0 for k in names],
@@ -737,48 +764,49 @@ def locate_batch(
     run_info = {"format": FORMAT, "geodiffloc": __version__, "model": runner.label,
                 "model_kind": runner.kind, "model_fingerprint": runner.fingerprint,
                 "encoder": getattr(runner.encoder, "name", None), "settings": settings}
-    _prepare(root, run_info, overwrite)
-    done, next_part, next_field = _recover(root)
-    _write_json(root / BATCH_FILES["run"], {**run_info, "complete": False})
-    writer = _Writer(root, settings, next_part, next_field, runner.label)
-    resumed = 0
+    with _exclusive(root):  # one run at a time writes into out_dir
+        _prepare(root, run_info, overwrite)
+        done, next_part, next_field = _recover(root)
+        _write_json(root / BATCH_FILES["run"], {**run_info, "complete": False})
+        writer = _Writer(root, settings, next_part, next_field, runner.label)
+        resumed = 0
 
-    def todo() -> Iterator[InputItem]:
-        nonlocal resumed
-        for it in reader:
-            if it.key in done:
-                resumed += 1
-                continue
-            yield it
+        def todo() -> Iterator[InputItem]:
+            nonlocal resumed
+            for it in reader:
+                if it.key in done:
+                    resumed += 1
+                    continue
+                yield it
 
-    timings: dict[str, float] = {}
-    total = len(source) if isinstance(source, list | tuple) else None
-    with tqdm(total=total, unit="input", desc="geolocating", disable=not progress,
-              file=sys.stderr) as bar:
+        timings: dict[str, float] = {}
+        total = len(source) if isinstance(source, list | tuple) else None
+        with tqdm(total=total, unit="input", desc="geolocating", disable=not progress,
+                  file=sys.stderr) as bar:
 
-        def on_result(chunk: list[InputItem], res: dict[str, Any]) -> None:
-            writer.write(chunk, res)
-            if "first_result_s" not in timings:
-                timings["first_result_s"] = time.perf_counter() - t0
-            bar.update(len(chunk))
-            bar.set_postfix(skipped=len(reader.skipped), resumed=resumed, refresh=False)
+            def on_result(chunk: list[InputItem], res: dict[str, Any]) -> None:
+                writer.write(chunk, res)
+                if "first_result_s" not in timings:
+                    timings["first_result_s"] = time.perf_counter() - t0
+                bar.update(len(chunk))
+                bar.set_postfix(skipped=len(reader.skipped), resumed=resumed, refresh=False)
 
-        chunks = _chunks(todo(), int(chunk_size))
-        with stage("geolocating the inputs"):
-            if scheduler == "serial":
-                for chunk in chunks:
-                    on_result(chunk, _process_chunk(runner, [it.value for it in chunk],
-                                                    settings, _chunk_seed(seed, chunk)))
-            else:
-                with _client(scheduler, workers, dashboard) as client:
-                    _run_dask(client, runner, chunks, settings, int(seed), on_result)
-    with stage("writing the GeoPackage and the summaries"):
-        summary = _finish(root, reader, run_info)
-    timings["total_s"] = time.perf_counter() - t0
-    _write_json(root / BATCH_FILES["run"], {
-        **run_info, "complete": True, "n_done": summary["n_done"],
-        "n_skipped": len(reader.skipped), "last_run": {"n_new": writer.n_written,
-                                                       "n_resumed": resumed, **timings}})
+            chunks = _chunks(todo(), int(chunk_size))
+            with stage("geolocating the inputs"):
+                if scheduler == "serial":
+                    for chunk in chunks:
+                        on_result(chunk, _process_chunk(runner, [it.value for it in chunk],
+                                                        settings, _chunk_seed(seed, chunk)))
+                else:
+                    with _client(scheduler, workers, dashboard) as client:
+                        _run_dask(client, runner, chunks, settings, int(seed), on_result)
+        with stage("writing the GeoPackage and the summaries"):
+            summary = _finish(root, reader, run_info)
+        timings["total_s"] = time.perf_counter() - t0
+        _write_json(root / BATCH_FILES["run"], {
+            **run_info, "complete": True, "n_done": summary["n_done"],
+            "n_skipped": len(reader.skipped), "last_run": {"n_new": writer.n_written,
+                                                           "n_resumed": resumed, **timings}})
     paths = {k: root / n for k, n in BATCH_FILES.items() if (root / n).exists()}
     return BatchResult(out_dir=root, paths=paths, n_new=writer.n_written,
                        n_done=summary["n_done"], n_resumed=resumed,
