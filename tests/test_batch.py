@@ -159,7 +159,7 @@ def test_zarr_cube_opens_with_xarray_crs_cf_and_keys(tiny, source, tmp_path):
 
     model, enc = tiny
     out = tmp_path / "out"
-    res = locate_batch(source, out, model=model, encoder=enc, fields=True, **FAST)
+    res = locate_batch(source, out, model=model, encoder=enc, fields=True, cogs=True, **FAST)
     ds = xr.open_zarr(out / "fields.zarr", consolidated=False)
     da = ds["probability"]
     assert da.dims == ("query", "lat", "lon") and da.shape == (N_OK, 18, 36)
@@ -177,6 +177,21 @@ def test_zarr_cube_opens_with_xarray_crs_cf_and_keys(tiny, source, tmp_path):
     c = pd.read_parquet(out / "countries.parquet")
     assert set(c["key"]) <= set(gdf["key"]) and c["probability"].between(0, 1).all()
     assert "expected" in pd.read_csv(out / "countries.csv").columns
+    # one COG per input, named by its key, density per km2 that integrates to the cube's row
+    import rasterio
+
+    from geodiffloc.sphere import LatLonGrid
+
+    assert sorted(p.stem for p in (out / "cogs").glob("*.tif")) == sorted(gdf["key"])
+    row = gdf.iloc[2]
+    with rasterio.open(out / "cogs" / f"{row['key']}.tif") as cog:
+        assert cog.count == 1 and cog.crs.to_epsg() == 4326 and cog.units[0] == "km-2"
+        dens = cog.read(1).astype(np.float64)
+    area = LatLonGrid.global_(10.0).cell_area_km2()[:, None]
+    np.testing.assert_allclose(dens * area, da.values[int(row["field_index"])], rtol=1e-4,
+                               atol=1e-8)
+    with pytest.raises(ValueError, match="add fields=True"):
+        locate_batch(source, tmp_path / "o2", model=model, encoder=enc, cogs=True, **FAST)
 
 
 def test_killed_run_leaves_complete_parts_and_resume_completes(tiny, source, tmp_path,

@@ -86,6 +86,9 @@ def add_parser(subparsers: Any) -> None:
     b.add_argument("--fields", action="store_true",
                    help="also write the probability fields as a Zarr cube (fields.zarr) and "
                    "per-country masses")
+    b.add_argument("--cogs", action="store_true",
+                   help="with --fields: also one Cloud-Optimized GeoTIFF per input "
+                   "(cogs/KEY.tif)")
     b.add_argument("--chunk-size", type=int, default=64, dest="chunk_size",
                    help="inputs per task and per GeoParquet part (default 64)")
     b.add_argument("--scheduler", default=None,
@@ -129,7 +132,7 @@ def _batch(args: argparse.Namespace, source: object) -> int:
         raise ValueError("--retrain-default only applies to the built-in model; drop --model.")
     res = locate_batch(
         source, args.out_dir, model=args.model, backbone=args.backbone, column=args.column,
-        fields=args.fields, resolution=args.resolution, n_samples=args.samples,
+        fields=args.fields, cogs=args.cogs, resolution=args.resolution, n_samples=args.samples,
         sampler=args.sampler, steps=args.steps, seed=args.seed, chunk_size=args.chunk_size,
         scheduler=args.scheduler, workers=args.workers, overwrite=args.overwrite,
         retrain_default=args.retrain_default, progress=not args.no_progress,
@@ -155,6 +158,7 @@ def _locate(args: argparse.Namespace) -> int:
     if _is_collection(args.inputs):
         return _batch(args, args.inputs[0])
     batch_only = [f for f, v in (("--column", args.column), ("--fields", args.fields),
+                                 ("--cogs", args.cogs),
                                  ("--scheduler", args.scheduler), ("--workers", args.workers))
                   if v]
     if args.batch:

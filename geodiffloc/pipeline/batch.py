@@ -17,6 +17,9 @@ Files in ``out_dir``:
     lon)`` of cell masses (each query sums to 1), with CF attributes, the CRS
     (rioxarray ``write_crs``, ``spatial_ref``) and a ``key`` coordinate;
     ``xarray.open_zarr(out / "fields.zarr")``.
+``cogs/<key>.tif`` (``cogs=True``)
+    One Cloud-Optimized GeoTIFF per input (density per km², EPSG:4326), named by the
+    input's key (the ``key`` column of the GeoParquet).
 ``countries.parquet/part-NNNNN.parquet`` (``fields=True``)
     Per query and country: the field's probability mass (``>= min_country_prob``).
 ``predictions.gpkg``, ``countries.csv``, ``skipped.csv``, ``accuracy.json``, ``map.png``
@@ -73,12 +76,13 @@ BATCH_FILES: dict[str, str] = {
     "skipped": "skipped.csv",
     "accuracy": "accuracy.json",
     "map": "map.png",
+    "cogs": "cogs",
 }
 FORMAT = "geodiffloc.batch/1"
 _PART = "part-{:05d}.parquet"
 _LOCK = ".geodiffloc-batch.lock"
 _SETTINGS = ("resolution", "n_samples", "views", "sampler", "steps", "seed", "fields",
-             "countries_scale", "min_country_prob")
+             "countries_scale", "min_country_prob")  # "cogs" may change between runs
 
 
 @dataclass
@@ -417,6 +421,7 @@ class _Writer:
 
     def _append_field(self, items: list[InputItem], values: np.ndarray,
                       attrs: dict[str, Any]) -> None:
+        from ..geo import to_geotiff
         from ..sphere.grid import LatLonGrid
 
         k = len(items)
@@ -429,6 +434,12 @@ class _Writer:
                                       "seed": int(self.settings["seed"])})
         da = da.assign_coords(key=("query", np.array([it.key for it in items], dtype=object)))
         da["query"].attrs.update(long_name="row of the cube (field_index in the GeoParquet)")
+        if self.settings.get("cogs"):  # before the part commits: redone on resume if cut
+            folder = self.root / BATCH_FILES["cogs"]
+            folder.mkdir(exist_ok=True)
+            for i, it in enumerate(items):
+                one = da.isel(query=i).drop_vars(["query", "key"]).assign_attrs(query=it.label)
+                to_geotiff(one, folder / f"{it.key}.tif", overwrite=True, qml=False)
         ds = da.to_dataset().rio.write_crs("EPSG:4326")
         # the grid mapping as an attribute (not only encoding), so it survives Zarr appends
         ds["probability"].encoding.pop("grid_mapping", None)
@@ -644,6 +655,7 @@ def locate_batch(
     backbone: Any = None,
     column: str | None = None,
     fields: bool = False,
+    cogs: bool = False,
     resolution: float = 1.0,
     n_samples: int = 32,
     views: int = 8,
@@ -678,6 +690,9 @@ def locate_batch(
         The table column with the texts or image paths (default: found by name).
     fields
         Also write the probability fields (``fields.zarr``) and the per-country masses.
+    cogs
+        With ``fields``: also one Cloud-Optimized GeoTIFF per input,
+        ``cogs/<key>.tif`` (density per km², like ``locate``'s raster).
     resolution
         Cell size of the fields in degrees (``180 / resolution`` a whole number).
     n_samples, views, sampler, steps, seed
@@ -735,6 +750,9 @@ def locate_batch(
     if not (resolution > 0 and abs(180.0 / resolution - round(180.0 / resolution)) < 1e-9):
         raise ValueError(f"resolution must divide 180 degrees into whole cells (e.g. 1, 0.5); "
                          f"got {resolution}.")
+    if cogs and not fields:
+        raise ValueError("cogs=True (CLI: --cogs) writes the probability fields as GeoTIFFs; "
+                         "add fields=True (CLI: --fields).")
     if workers is not None and int(workers) < 1:
         raise ValueError(f"workers must be >= 1; got {workers}.")
     from .._optional import require
@@ -759,7 +777,7 @@ def locate_batch(
     reader = InputReader(source, modality=runner.modality, column=column)
     settings = {"resolution": float(resolution), "n_samples": int(n_samples),
                 "views": int(views), "sampler": sampler, "steps": steps, "seed": int(seed),
-                "fields": bool(fields), "countries_scale": countries_scale,
+                "fields": bool(fields), "cogs": bool(cogs), "countries_scale": countries_scale,
                 "min_country_prob": float(min_country_prob)}
     run_info = {"format": FORMAT, "geodiffloc": __version__, "model": runner.label,
                 "model_kind": runner.kind, "model_fingerprint": runner.fingerprint,
