@@ -36,6 +36,8 @@ _LAZY = {
     "LocDiff": "geodiffloc.models.locdiff",
     "LocDiffH": "geodiffloc.models.locdiff",
     "HierLoc": "geodiffloc.models.hierloc",
+    "locate": "geodiffloc.pipeline",
+    "locate_batch": "geodiffloc.pipeline",
     "geo": "geodiffloc.geo",
     "metrics": "geodiffloc.metrics",
     "sphere": "geodiffloc.sphere",

@@ -175,35 +175,12 @@ def _targets(out_dir: str | os.PathLike | None, overwrite: bool) -> dict[str, Pa
 
 
 def _resolve_model(model: Any, encoder: Any, progress: bool, retrain: bool,
-                   ) -> tuple[Any, Any]:
-    from ..encoders.base import check_encoder_matches
+                   backbone: Any = None) -> Any:
+    """Any ``model=`` (None, a name, a checkpoint path, an object) -> a runner."""
+    from .models import resolve_runner
 
-    if model is None:
-        from .default_model import default_model
-
-        model, default_enc = default_model(retrain=retrain, progress=progress)
-        encoder = encoder or default_enc
-    elif isinstance(model, str | os.PathLike):
-        from ..models.locdiff import LocDiff
-
-        model = LocDiff.load(model)
-    if not hasattr(model, "probability_map") or not hasattr(model, "encoder_record"):
-        raise ValueError(
-            f"model must be a LocDiff (or a path to a LocDiff checkpoint); got "
-            f"{type(model).__name__}."
-        )
-    if encoder is None:
-        name = model.encoder_record["name"]
-        if name == "precomputed":
-            raise ValueError(
-                "this model was trained on precomputed embeddings and does not record its "
-                "encoder; pass encoder= (the encoder that made its training embeddings)."
-            )
-        from ..encoders import encoder_from_name
-
-        encoder = encoder_from_name(name)
-    check_encoder_matches(model.encoder_record, encoder)
-    return model, encoder
+    return resolve_runner(model, encoder=encoder, backbone=backbone, progress=progress,
+                          retrain_default=retrain)
 
 
 def _country_table(fld: Any, labels: list[str], scale: str, min_prob: float,
@@ -258,52 +235,6 @@ def _draw_map(fld: Any, preds: Any, labels: list[str], path: Path, overwrite: bo
     return path
 
 
-def _sample_once(model: Any, cond: Any, kw: dict[str, Any], progress: bool) -> tuple[Any, Any]:
-    """Draw every query's samples once, in chunks, with a progress bar over queries."""
-    import torch
-    from tqdm.auto import tqdm
-
-    per_query = int(kw["n_views"]) * int(kw["samples_per_view"])
-    chunk = max(1, 256 // per_query)  # ~256 latents denoised together
-    gen = torch.Generator().manual_seed(int(kw["seed"]))
-    coeffs, samples = [], []
-    n = int(cond.shape[0])
-    with tqdm(total=n, desc="sampling", unit="query", disable=not progress) as bar:
-        for q0 in range(0, n, chunk):
-            c, s = model.sample_locations(
-                cond[q0:q0 + chunk], n_views=kw["n_views"],
-                samples_per_view=kw["samples_per_view"], sampler=kw["sampler"],
-                steps=kw["steps"], generator=gen)
-            coeffs.append(c)
-            samples.append(s)
-            bar.update(int(c.shape[0]))
-    return torch.cat(coeffs), torch.cat(samples)
-
-
-def _predict_and_map(model: Any, cond: Any, kw: dict[str, Any], resolution: float,
-                     progress: bool, texts: list[str] | None = None,
-                     encoder: Any = None) -> tuple[Any, Any]:
-    """Predictions and probability field from ONE set of samples per query.
-
-    With ``texts``, the place names in them are read too
-    (:class:`~geodiffloc.models.toponymic.ToponymGeolocator`).
-    """
-    if not all(hasattr(model, a) for a in ("sample_locations", "predictions_from_samples",
-                                           "field_from_samples")):
-        # A model without the sample-once API samples twice, as before.
-        preds = model.predict(cond, aggregate="mixture_mode", **kw)
-        return preds, model.probability_map(cond, resolution=resolution, **kw)
-    coeffs, samples = _sample_once(model, cond, kw, progress)
-    preds = model.predictions_from_samples(coeffs, samples, aggregate="mixture_mode")
-    fld = model.field_from_samples(coeffs, resolution=resolution, sampler=kw["sampler"],
-                                   steps=kw["steps"], seed=kw["seed"])
-    if texts is not None:
-        from ..models.toponymic import ToponymGeolocator
-
-        preds, fld = ToponymGeolocator(model, encoder).refine(texts, coeffs, preds, fld)
-    return preds, fld
-
-
 def locate(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     *,
@@ -322,6 +253,7 @@ def locate(
     retrain_default: bool = False,
     names: bool = True,
     progress: bool = True,
+    backbone: Any = None,
 ) -> LocateResult:
     """Geolocate inputs and (optionally) write GIS-ready files.
 
@@ -331,12 +263,14 @@ def locate(
         Place descriptions (the default model and any text-encoder model), or image
         paths (a model trained on an image encoder); one string/path or a list.
     model
-        A :class:`~geodiffloc.LocDiff`, a path to a LocDiff checkpoint, or ``None`` for
-        the built-in default (:func:`~geodiffloc.pipeline.default_model`; trained and
-        cached on first use).
+        ``None`` / ``"default"`` / ``"locdiff"`` for the built-in default
+        (:func:`~geodiffloc.pipeline.default_model`; trained and cached on first use), a
+        LocDiff or GeoCLIP checkpoint path, ``"geoclip-official"``,
+        ``"locdiff-h:PATH"``, or a :class:`~geodiffloc.LocDiff` / :class:`~geodiffloc.GeoCLIP`
+        / :class:`~geodiffloc.LocDiffH` object (see :mod:`geodiffloc.pipeline.models`).
     encoder
         The encoder for raw inputs; default: rebuilt from the name the model recorded
-        (:func:`geodiffloc.encoders.encoder_from_name`).
+        (:func:`geodiffloc.encoders.encoder_from_name`); for GeoCLIP its image backbone.
     out_dir
         Folder for ``predictions.gpkg``, ``probability.tif``, ``map.png`` and
         ``countries.csv`` (created if missing); ``None`` writes nothing.
@@ -368,6 +302,9 @@ def locate(
         cached one (after the inputs and output paths have been checked).
     progress
         Progress bars (default-model training, zonal sums).
+    backbone
+        GeoCLIP's image backbone (``"geoclip-official"``, ``"locdiff-h:PATH"``): a local
+        open_clip ViT-L/14 checkpoint path or an encoder; default: open_clip's hub weights.
 
     Returns
     -------
@@ -409,11 +346,14 @@ def locate(
     _check_memory(inputs, float(resolution), int(n_samples))
     if not 0.0 <= min_country_prob < 1.0:
         raise ValueError(f"min_country_prob must be in [0, 1); got {min_country_prob}.")
-    if isinstance(model, str | os.PathLike) and not Path(model).is_file():
-        raise FileNotFoundError(f"model checkpoint {os.fspath(model)!r} does not exist.")
+    if isinstance(model, str | os.PathLike):
+        from .models import _parse
+
+        _parse(os.fspath(model))  # an unknown name or a missing file fails before any work
     # cheap checks first: a bad input or an existing output must not cost a training run
     modality = getattr(encoder, "modality", None) if encoder is not None else None
-    if modality is None and model is None:
+    if modality is None and (model is None or (isinstance(model, str) and model.strip().lower()
+                                                in ("default", "locdiff"))):
         modality = "text"  # the built-in default geolocates descriptions
     if modality is not None:
         _labels_and_items(inputs, modality)
@@ -421,21 +361,17 @@ def locate(
     if paths:  # map.png: fail now, not after the model ran
         require("matplotlib", extra="plot", feature="locate's map.png (out_dir=...)")
     with stage("loading the model"):
-        model, encoder = _resolve_model(model, encoder, progress, bool(retrain_default))
-    modality = str(getattr(encoder, "modality", "text"))
+        runner = _resolve_model(model, encoder, progress, bool(retrain_default), backbone)
+    modality = runner.modality
     items, labels = _labels_and_items(inputs, modality)
 
-    if modality == "image" and views > 1:
-        cond = model.embed_views(items, n_views=int(views), encoder=encoder)  # (n, v, d)
-        kw = {"n_views": int(views), "samples_per_view": max(1, math.ceil(n_samples / views))}
-    else:
-        cond = model.embed_views(items, n_views=1, encoder=encoder)[:, 0]  # (n, d)
-        kw = {"n_views": int(n_samples), "samples_per_view": 1}
-    kw.update(sampler=sampler, steps=steps, seed=int(seed))
-    texts = list(items) if names and modality == "text" else None
     with stage("sampling the predictions and the field"):
-        preds, fld = _predict_and_map(model, cond, kw, float(resolution), progress,
-                                      texts=texts, encoder=encoder)
+        preds, fld = runner.predict(items, field=True, resolution=float(resolution),
+                                    n_samples=int(n_samples), views=int(views),
+                                    sampler=sampler, steps=steps, seed=int(seed),
+                                    names=bool(names), progress=progress)
+    extra = [c for c in ("place", "names", "source") if c in preds.columns]
+    preds = preds[["lat", "lon", "confidence", *extra, "geometry"]].copy()
     fld = fld.assign_coords(query=np.array(labels, dtype=object))
     fld.attrs["inputs"] = modality
     _check_finite(preds, fld)
