@@ -25,7 +25,8 @@ any callable ``texts -> (lat, lon, confidence)`` (``--predictor module:function`
 ``path/to/file.py:function``; ``confidence`` may be ``None``), so baselines and ensembles
 are scored the same way. LocDiff models answer through the public API exactly as
 :func:`geodiffloc.pipeline.locate` answers a text query -- same embedding, same
-``model.predict`` call, same defaults (read from locate's signature) -- but without the
+sampling call (``geodiffloc.pipeline.models.predict_and_map``), same defaults (read from
+locate's signature), the same reading of place names -- but without the
 probability raster and per-country table that locate also computes, which take most of
 its time (``--via locate`` calls locate itself; a test checks both give the same points).
 
@@ -265,7 +266,7 @@ def _resolve(model: Any, encoder: Any, progress: bool) -> tuple[Any, Any]:
 
 def locdiff_predictor(model: Any = None, encoder: Any = None, *,
                       via: str = "predict", batch_size: int = 64, progress: bool = True,
-                      **options: Any) -> Predictor:
+                      names: bool = True, **options: Any) -> Predictor:
     """A predictor for the built-in geolocator or any LocDiff on text.
 
     Parameters
@@ -276,7 +277,7 @@ def locdiff_predictor(model: Any = None, encoder: Any = None, *,
     encoder
         Text encoder (default: the default model's, or the one the checkpoint records).
     via
-        ``"predict"``: embed and ``model.predict`` exactly as :func:`locate` does for
+        ``"predict"``: embed and sample (and read names) exactly as :func:`locate` does for
         text (the point, confidence and options are the same), without the probability
         field and per-country table that locate also computes (most of its time);
         ``"locate"``: call :func:`geodiffloc.pipeline.locate` itself.
@@ -285,6 +286,9 @@ def locdiff_predictor(model: Any = None, encoder: Any = None, *,
         answers depend on it as on any seeded run; keep it fixed between models.
     progress
         Log each batch to stderr.
+    names
+        Read the place names in the texts too, as ``locate`` does by default
+        (:mod:`geodiffloc.models.toponymic`); ``False``: the model alone.
     **options
         ``n_samples``, ``sampler``, ``steps``, ``seed`` (default: locate's defaults);
         with ``via="locate"`` any other locate option too (``resolution``, ...).
@@ -307,16 +311,20 @@ def locdiff_predictor(model: Any = None, encoder: Any = None, *,
 
         def run(texts: list[str]) -> Any:
             return locate(texts, model=model, encoder=encoder, progress=False,
-                          **opts).predictions
+                          names=names, **opts).predictions
     else:
         model, encoder = _resolve(model, encoder, progress)
 
         def run(texts: list[str]) -> Any:
-            # as locate does for text: one embedding each, the ensemble from the noise
+            # as locate does for text: one embedding each, the ensemble from the noise,
+            # the names read against the samples
+            from geodiffloc.pipeline.models import predict_and_map
+
             cond = model.embed_views(texts, n_views=1, encoder=encoder)[:, 0]
-            return model.predict(cond, aggregate="mixture_mode", n_views=int(opts["n_samples"]),
-                                 samples_per_view=1, sampler=opts["sampler"],
-                                 steps=opts["steps"], seed=int(opts["seed"]))
+            kw = {"n_views": int(opts["n_samples"]), "samples_per_view": 1,
+                  "sampler": opts["sampler"], "steps": opts["steps"], "seed": int(opts["seed"])}
+            return predict_and_map(model, cond, kw, 1.0, False, field=False,
+                                   texts=texts if names else None, encoder=encoder)[0]
 
     def predict(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         texts = list(texts)
@@ -414,11 +422,14 @@ def _table(df: pd.DataFrame) -> str:
 
 
 def format_report(result: dict[str, Any], *, title: str, model: str,
-                  header: Sequence[str], max_misses: int = 40) -> str:
+                  header: Sequence[str], max_misses: int = 40,
+                  data: str | os.PathLike = DATA) -> str:
     """The Markdown report of one :func:`evaluate` result."""
     rows = result["rows"]
+    shown = Path(data).resolve()
+    shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
     parts = [f"# {title}", "", *header, f"- model: {model}",
-             f"- test set: `{DATA.relative_to(ROOT)}`, {len(rows)} descriptions, "
+             f"- test set: `{shown}`, {len(rows)} descriptions, "
              f"{rows['country_iso3'].nunique()} countries",
              f"- wall time of the predictions: {result.get('seconds', float('nan')):.0f} s",
              "", "## Overall", "", _table(result["overall"]), "",
@@ -447,8 +458,15 @@ def write_results(result: dict[str, Any], report: str, name: str, *,
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     md, csv = folder / f"{name}.md", folder / f"{name}.csv"
+    # the docs include records that carry _record's marker; loaded by path, since this
+    # folder is kept off sys.path (see the top of the module)
+    spec = importlib.util.spec_from_file_location("_record", HERE / "_record.py")
+    marker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(marker)
+    MARKER = marker.MARKER
+
     with atomic_path(md, overwrite=True) as tmp:
-        tmp.write_text(report + "\n", encoding="utf-8")
+        tmp.write_text(MARKER + "\n" + report + "\n", encoding="utf-8")
     with atomic_path(csv, overwrite=True) as tmp:
         result["rows"].to_csv(tmp, index=False, float_format="%.6g")
     return md, csv
@@ -466,10 +484,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=("ddpm", "ddim", "dpm++"), help="locate's sampler")
     p.add_argument("--steps", type=int, help="locate's sampler steps")
     p.add_argument("--seed", type=int, help="locate's seed")
+    p.add_argument("--no-names", action="store_false", dest="names",
+                   help="the model alone, without reading place names (locate --no-names)")
     p.add_argument("--via", choices=("predict", "locate"), default="predict",
-                   help="predict: model.predict as locate calls it (fast); locate: locate()")
+                   help="predict: sample as locate does (fast); locate: locate()")
     p.add_argument("--resolution", type=float, help="locate's raster cell size (--via locate)")
     p.add_argument("--batch-size", type=int, default=64, help="descriptions per locate call")
+    p.add_argument("--data", default=str(DATA),
+                   help="test set CSV (default: the main set; the held-out one is "
+                        "data/geolocator_descriptions_holdout.csv)")
     p.add_argument("--limit", type=int, help="score only the first N descriptions (smoke runs)")
     p.add_argument("--coast-km", type=float, default=COAST_KM,
                    help="a prediction this close to a country counts as in it")
@@ -493,11 +516,13 @@ def _predictor_from_args(args: argparse.Namespace) -> tuple[Predictor, str]:
         encoder = encoder_from_name(args.encoder)
     opts = {**locate_defaults(), **kw}
     label = f"LocDiff `{args.model}`" if args.model else "built-in default geolocator"
+    label += (" with place names (locate's default)" if args.names
+              else " without place names (--no-names)")
     how = ("`geodiffloc.pipeline.locate`" if args.via == "locate"
-           else "`model.predict` as `locate` calls it")
+           else "sampling as `locate` does")
     label += f", via {how}, {opts}, batch size {args.batch_size}"
     return locdiff_predictor(args.model, encoder, via=args.via, batch_size=args.batch_size,
-                             **kw), label
+                             names=args.names, **kw), label
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -507,13 +532,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(int(args.threads))
     load_before = os.getloadavg()
-    df = load_descriptions()
+    df = load_descriptions(args.data)
     if args.limit:
         df = df.head(int(args.limit)).reset_index(drop=True)
     predictor, label = _predictor_from_args(args)
     result = evaluate(predictor, df, coast_km=args.coast_km)
-    report = format_report(result, title="Built-in geolocator: country test set", model=label,
-                           header=run_header(load_before))
+    title = f"Built-in geolocator: country test set `{Path(args.data).name}`"
+    report = format_report(result, title=title, model=label,
+                           header=run_header(load_before), data=args.data)
     md, csv = write_results(result, report, args.name, out_dir=args.out_dir)
     print(report)
     print(f"\nwrote {md} and {csv}", file=sys.stderr)
