@@ -51,7 +51,7 @@ def test_default_geolocator_finds_a_landmark_city(geolocator):
     ("Eiffel Tower, Paris", 48.8584, 2.2945, 50.0),
     ("München", 48.137, 11.575, 50.0),
     ("rice terraces in Bali", -8.4, 115.2, 150.0),
-    ("a fishing harbour in northern Norway", 69.6, 19.0, 1000.0),
+    ("Paris, Texas", 33.66, -95.56, 50.0),
 ])
 def test_locate_reads_names_and_lands_close(geolocator, query, lat, lon, km):
     import torch
@@ -65,3 +65,13 @@ def test_locate_reads_names_and_lands_close(geolocator, query, lat, lon, km):
     t = (lambda v: torch.tensor([float(v)], dtype=torch.float64))
     d = float(haversine_km(t(row["lat"]), t(row["lon"]), t(lat), t(lon))[0])
     assert d <= km, (query, float(row["lat"]), float(row["lon"]), d, row.get("names"))
+
+
+def test_locate_names_a_country_named_in_another_language(geolocator):
+    from geodiffloc.pipeline import locate
+
+    model, encoder = geolocator
+    res = locate(["a fishing harbour in northern Norway", "Frankreich"], model=model,
+                 encoder=encoder, resolution=2.0, n_samples=16, countries_scale="lowres",
+                 progress=False)
+    assert list(res.predictions["country"]) == ["Norway", "France"]
