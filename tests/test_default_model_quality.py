@@ -62,8 +62,9 @@ def test_locate_reads_names_and_lands_close(geolocator, query, lat, lon, km):
     res = locate([query], model=model, encoder=encoder, resolution=2.0, n_samples=16,
                  countries_scale="lowres", progress=False)
     row = res.predictions.iloc[0]
-    t = (lambda v: torch.tensor([float(v)], dtype=torch.float64))
-    d = float(haversine_km(t(row["lat"]), t(row["lon"]), t(lat), t(lon))[0])
+    a, b = (torch.tensor([[float(row["lat"]), float(row["lon"])], [lat, lon]],
+                         dtype=torch.float64))
+    d = float(haversine_km(a[:1], a[1:], b[:1], b[1:])[0])
     assert d <= km, (query, float(row["lat"]), float(row["lon"]), d, row.get("names"))
 
 
