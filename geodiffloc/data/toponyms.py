@@ -182,7 +182,7 @@ class ToponymIndex:
         Examples
         --------
         >>> index = toponym_index()
-        >>> [m.text for m in index.find("vineyards near Bordeaux, France")]
+        >>> [m.text for m in index.find("a harbour in Bordeaux, France")]
         ['Bordeaux', 'France']
         """
         if not isinstance(text, str):
