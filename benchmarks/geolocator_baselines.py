@@ -7,6 +7,11 @@ description names. Its ``confidence`` is a softmax over the cosine similarities 
 temperature :data:`TEMPERATURE` (a fixed choice, not fitted), so its reliability table
 shows how an uncalibrated score looks.
 
+``names_only`` -- the built-in geolocator's place-name reading with an indifferent
+model (uniform density; :mod:`geodiffloc.models.toponymic`): what the gazetteers alone
+answer. A text with no name it knows gets a fixed point in the Pacific (wrong) and
+confidence 0. The gap to the full geolocator is what the LocDiff model adds.
+
 Run: ``python benchmarks/geolocator.py --predictor
 benchmarks/geolocator_baselines.py:country_names --name geolocator_country_names``.
 """
@@ -59,3 +64,22 @@ def country_names(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndar
     z = (sim - sim.max(axis=1, keepdims=True)) / TEMPERATURE
     p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     return points[best, 0], points[best, 1], p[np.arange(len(best)), best]
+
+
+#: Where ``names_only`` answers a text without a known name (open Pacific: always wrong).
+NO_ANSWER = (0.0, -150.0)
+
+
+def names_only(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The gazetteer names alone, weighed by a uniform density (see the module docstring)."""
+    import torch
+
+    from geodiffloc.models.toponymic import ToponymGeolocator
+    from geodiffloc.shdd import SHDD
+
+    shdd = SHDD(1)
+    uniform = shdd.field(torch.zeros(shdd.dim, dtype=torch.float64), resolution=1.0)
+    geo = ToponymGeolocator(model=None, encoder=None)
+    out = [geo.combine(t, uniform, np.array(NO_ANSWER), 0.0) for t in texts]
+    return (np.array([a["lat"] for a in out]), np.array([a["lon"] for a in out]),
+            np.array([a["confidence"] for a in out]))
