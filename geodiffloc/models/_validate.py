@@ -130,7 +130,18 @@ def parse_checkpoint_config(raw: str | None, path: str | os.PathLike, fmt: str |
     if not isinstance(cfg, dict) or (fmt is not None and cfg.get("format") != fmt):
         got = cfg.get("format") if isinstance(cfg, dict) else type(cfg).__name__
         raise ValueError(f"{where!r} is not a {family} checkpoint (format {got!r}).")
-    keys = _LOCDIFF_KEYS if family == "LocDiff" else _GEOCLIP_KEYS
+    check_config_keys(cfg, _LOCDIFF_KEYS if family == "LocDiff" else _GEOCLIP_KEYS, where)
+    return cfg
+
+
+def check_config_keys(cfg: dict[str, Any], keys: dict[str, Any], where: str) -> None:
+    """Every key of ``keys`` is in ``cfg`` and passes its check (``keys[key](value)``).
+
+    Raises
+    ------
+    ValueError
+        Naming the missing key, or the invalid one and (the start of) its value.
+    """
     for key, ok in keys.items():
         if key not in cfg:
             raise ValueError(f"{where!r}: the checkpoint's config lacks {key!r}; the file is "
@@ -138,7 +149,6 @@ def parse_checkpoint_config(raw: str | None, path: str | os.PathLike, fmt: str |
         if not ok(cfg[key]):
             raise ValueError(f"{where!r}: the checkpoint's config has an invalid or absurd "
                              f"{key!r} ({str(cfg[key])[:80]}).")
-    return cfg
 
 
 def check_state_dict(build: Callable[[], torch.nn.Module], tensors: dict[str, torch.Tensor],

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .._validate import check_finite_weights
+from .._validate import check_config_keys, check_finite_weights
 
 __all__ = ["check_hierloc_config"]
 
@@ -53,13 +53,7 @@ def check_hierloc_config(cfg: dict[str, Any], tensors: dict[str, torch.Tensor],
         Naming the bad key or tensor.
     """
     where = os.fspath(path)
-    for key, ok in _KEYS.items():
-        if key not in cfg:
-            raise ValueError(f"{where!r}: the checkpoint's config lacks {key!r}; the file is "
-                             "damaged or from an incompatible version.")
-        if not ok(cfg[key]):
-            raise ValueError(f"{where!r}: the checkpoint's config has an invalid {key!r} "
-                             f"({str(cfg[key])[:80]}).")
+    check_config_keys(cfg, _KEYS, where)
     meta = cfg["hierarchy"]
     n = len(meta["entity_id"])
     if n == 0 or len(meta["name"]) != n:
