@@ -185,6 +185,43 @@ if numba is not None:
             out[i] = f
 
 
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _fourier_kernel(lat_deg, c, L, a, b, sect, out_a, out_b):  # pragma: no cover - jitted
+        """Fourier coefficients of f along the parallel at each latitude:
+        f(lat_i, phi) = sum_m out_a[i, m] cos(m phi) + out_b[i, m] sin(m phi)."""
+        n = lat_deg.shape[0]
+        d2r = math.pi / 180.0
+        root2 = math.sqrt(2.0)
+        seed = 1.0 / math.sqrt(4.0 * math.pi)
+        for i in prange(n):
+            lat = lat_deg[i] * d2r
+            x = math.sin(lat)
+            s = math.cos(lat)
+            pmm = seed
+            for m in range(L + 1):
+                if m > 0:
+                    pmm = pmm * sect[m] * s
+                p2 = 0.0
+                p1 = pmm
+                acc_c = 0.0
+                acc_s = 0.0
+                for l in range(m, L + 1):
+                    if l > m:
+                        p = a[l, m] * x * p1 - b[l, m] * p2
+                        p2 = p1
+                        p1 = p
+                    base = l * l + l
+                    acc_c += p1 * c[base + m]
+                    if m > 0:
+                        acc_s += p1 * c[base - m]
+                if m == 0:
+                    out_a[i, 0] = acc_c
+                    out_b[i, 0] = 0.0
+                else:
+                    out_a[i, m] = root2 * acc_c
+                    out_b[i, m] = root2 * acc_s
+
+
 def _tables(L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from .harmonics import _recurrence
 
@@ -243,3 +280,17 @@ def field_values(latlon: np.ndarray, coeffs: np.ndarray, L: int) -> np.ndarray:
         _field_kernel(np.ascontiguousarray(ll[:, 0]), np.ascontiguousarray(ll[:, 1]),
                       np.ascontiguousarray(coeffs, dtype=np.float64), L, a, b, sect, out)
     return out
+
+
+def fourier_rows(lat_deg: np.ndarray, coeffs: np.ndarray, L: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``(A, B)``, each ``(n_lat, L+1)``, with ``f(lat_i, phi) = sum_m A[i, m] cos(m phi)
+    + B[i, m] sin(m phi)`` for one ``(d,)`` vector (no Legendre table is stored)."""
+    a, b, sect = _tables(L)
+    lat = np.ascontiguousarray(lat_deg, dtype=np.float64)
+    out_a = np.empty((lat.size, L + 1))
+    out_b = np.empty((lat.size, L + 1))
+    with _LOCK:
+        _fourier_kernel(lat, np.ascontiguousarray(coeffs, dtype=np.float64), L, a, b, sect,
+                        out_a, out_b)
+    return out_a, out_b

@@ -265,7 +265,6 @@ def test_log_density_integrates_to_one_local_grid_slow(L, centers):
                                    atol=1e-3)
 
 
-@pytest.mark.slow  # log Z of a broad vector at L = 47 takes ~30 s (every cell is "hot")
 def test_log_density_broad_vector_L47():
     s = SHDD(47)
     e = 0.05 * s.encode(lat=[20.0], lon=[-60.0])

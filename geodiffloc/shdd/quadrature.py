@@ -2,22 +2,38 @@ r"""Log-partition :math:`\log Z(e) = \log\int_{S^2} \exp f_e\, d\Omega` in log s
 
 At degree ``L`` the field of an encoded point peaks at :math:`(L+1)^2/4\pi` (~183 at
 L = 47, ~1300 at L = 127), so ``exp`` overflows in float32 and the peak is only a few
-km wide: a global grid fine enough to resolve it would have billions of cells. The
-integral is therefore computed adaptively:
+km wide: a global grid fine enough to resolve it would have billions of nodes. The
+integral is split by a smooth partition of unity instead:
 
-1. ``f`` is synthesised on a coarse equiangular grid of ``2(L+1) x 4(L+1)`` cells;
-2. cells within 20 (log units) of the maximum, dilated by one cell, are integrated
-   with a ``k x k`` tensor Gauss–Legendre rule whose node spacing resolves the peak
-   (``k`` from the field's largest curvature there, measured on the coarse grid);
-3. cells within ``margin`` (40) of the maximum get a 3 x 3 rule;
-4. the rest, at least ``exp(-margin)`` below the peak, use the midpoint rule.
+.. math::
 
-Everything is accumulated as ``max + log(sum(w * exp(f - max)))``.
+    Z = \int \frac{\psi}{N} e^f\, d\Omega + \sum_b \int \frac{\chi_b}{N} e^f\, d\Omega,
+    \qquad \psi = \prod_b (1 - \chi_b),\quad N = \psi + \sum_b \chi_b \ge 1,
+
+1. the **bulk** term on one Gauss–Legendre grid of ``3(L+1) x 6(L+1)`` nodes (at least 64 rows),
+   synthesised by FFT for all vectors at once (it resolves ``exp f`` wherever ``f``
+   varies on the scale of its band limit);
+2. one **box** per sharp peak (a mode found by Newton ascent from the grid's local
+   maxima whose width :math:`\sigma = 1/\sqrt{\lambda}` of ``exp f``, from the
+   Hessian, is under two grid spacings and whose Laplace mass is within ``margin``
+   of the total): :math:`\chi_b` is a C-infinity bump, 1 over the peak's core (out to
+   where ``f`` has fallen by ``margin`` below the top) and 0 past a transition band of
+   four grid spacings. Each box is integrated on its own tensor Gauss–Legendre grid
+   (composite: transition panels at the bulk's spacing, a core panel at ~0.7
+   :math:`\sigma`; boxes over a pole are polar caps with uniform longitudes), whose
+   field is again synthesised row by row (one Legendre table per latitude, then a
+   small Fourier sum).
+
+Every term is smooth, so each rule converges spectrally; the cost no longer depends on
+how sharp the field is (``O(L^2)`` per latitude row, not per node). Everything is
+accumulated as ``max + log(sum(w * exp(f - max)))`` in float64.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,19 +45,17 @@ from .synthesis import synthesize
 
 __all__ = ["log_partition"]
 
-_TOP_MARGIN = 20.0  # exp(-20) ~ 2e-9: below this, cells get the cheap 3 x 3 rule
-
-
-def _dilate(mask: torch.Tensor) -> torch.Tensor:
-    """Grow a ``(n_lat, n_lon)`` boolean mask by one cell (wrapping in longitude)."""
-    m = mask.float()[None, None]
-    m = torch.cat([m[..., -1:], m, m[..., :1]], dim=-1)
-    m = torch.nn.functional.max_pool2d(m, 3, stride=1, padding=(1, 0))
-    return m[0, 0] > 0
+_TRANSITION = 4.0  # bulk spacings over which a box hands its mass over to the bulk grid
+_SPACING = 0.7  # core node spacing in units of the peak's width sigma
+_TRANSITION_NODES = 16  # Gauss-Legendre nodes per transition panel (width 4 spacings)
+_POLAR_DEG = 85.0  # boxes reaching beyond this latitude become polar caps
+_LOG_TOL = math.log(1e-7)  # a peak the grid integrates to this share of Z needs no box
+_MAX_CANDIDATES = 24  # local maxima of the grid refined per vector
+_BOX_COST = 40_000  # nodes a box costs, roughly, against a finer bulk grid
 
 
 def log_partition(coeffs: torch.Tensor, L: int, *, margin: float = 40.0,
-                  max_nodes: int = 64) -> torch.Tensor:
+                  max_nodes: int = 256) -> torch.Tensor:
     """``log Z`` per vector (``(n,)`` float64) for ``f = sum c_lm Y_lm`` on the unit sphere.
 
     Parameters
@@ -49,138 +63,363 @@ def log_partition(coeffs: torch.Tensor, L: int, *, margin: float = 40.0,
     coeffs
         ``(n, (L+1)**2)`` coefficient vectors.
     margin
-        Cells more than ``margin`` (in log units) below the coarse maximum use the
-        midpoint rule; their relative contribution is below ``exp(-margin)``.
+        Log units below the top of ``f`` (and below the total mass) beyond which a peak
+        or a region is treated as negligible (``exp(-40) ~ 4e-18``).
     max_nodes
-        Cap on the Gauss–Legendre order per hot cell and dimension.
+        Cap on the core nodes of a box per axis (a box whose peak is sharper than this
+        allows is integrated at the cap).
+
+    Examples
+    --------
+    >>> c = torch.zeros(1, 16, dtype=torch.float64)   # f = 0: Z is the sphere's area
+    >>> round(float(log_partition(c, 3)[0].exp()), 10) == round(4 * math.pi, 10)
+    True
     """
-    n_lat, n_lon = 2 * (L + 1), 4 * (L + 1)
-    h = math.pi / n_lat
-    lat_c = 90.0 - (np.arange(n_lat) + 0.5) * math.degrees(h)
-    lon_c = -180.0 + (np.arange(n_lon) + 0.5) * math.degrees(h)
-    area = h * (np.sin(np.deg2rad(lat_c) + h / 2) - np.sin(np.deg2rad(lat_c) - h / 2))
-    coarse = synthesize(coeffs, L, lat_c, lon_c)  # (n, n_lat, n_lon) float64
-    dev = coarse.device
-    area_t = torch.as_tensor(area, device=dev)[:, None].expand(n_lat, n_lon)
-    out = torch.empty(coeffs.shape[0], dtype=torch.float64, device=dev)
-    for i in range(coeffs.shape[0]):
-        f = coarse[i]
-        # A peak narrower than the coarse cells can sit far above every cell centre:
-        # locate the true maximum by Newton ascent from the best centre, and make sure
-        # its cell is treated as the top.
-        flat = int(f.argmax())
-        start = torch.tensor([[lat_c[flat // n_lon], lon_c[flat % n_lon]]], dtype=torch.float64)
-        peak = refine_modes(L, coeffs[i : i + 1], start)
-        f_peak = float(real_sph_harm(peak, L)[0] @ coeffs[i].to(torch.float64))
-        fmax = f.max()  # cells are selected relative to the coarse maximum ...
-        sigma_peak = 2.0 / ((L + 1) * math.sqrt(max(f_peak - float(f.median()), 1.0)))
-        peak_cell = torch.as_tensor(
-            _cells_near(peak[0].cpu().numpy(), lat_c, lon_c, h,
-                        math.sqrt(2 * _TOP_MARGIN) * sigma_peak),
-            device=f.device)
-        hot = _dilate((f > fmax - margin) | peak_cell)
-        # Cells far below the maximum hold a negligible share of the mass; a 3 x 3 rule
-        # is plenty there, and the fine rule is kept for cells near the top.
-        top = _dilate((f > fmax - _TOP_MARGIN) | peak_cell)
-        warm = hot & ~top
-        cold_terms = torch.log(area_t[~hot]) + f[~hot]
-        # Width of exp(f) near its maxima, sigma = 1 / sqrt(curvature): the smaller of
-        # (a) the exact width for a delta of the same amplitude, 2 / ((L+1) sqrt(amp)),
-        # and (b) the largest curvature seen by second differences of the coarse grid
-        # (which can miss a peak sitting between rows, e.g. at a pole). Nodes ~ sigma / 2.5
-        # # apart: Gauss-Legendre is spectrally accurate on a Gaussian at that spacing.
-        amp = max(f_peak, float(fmax)) - float(f.median())  # ... widths from the true one
-        sigma_amp = 2.0 / ((L + 1) * math.sqrt(max(amp, 1.0)))
-        sigma_curv = 1.0 / math.sqrt(max(_max_curvature(f, top, h, lat_c), 1.0))
-        sigma = min(sigma_amp, sigma_curv)
-        k = int(min(max_nodes, max(3, math.ceil(2.5 * h / sigma))))
-        cell_nodes = int(top.sum()) * k * k + int(warm.sum()) * 9
-        if cell_nodes * 20 >= (n_lat * k) * (n_lon * k):
-            # The mass is spread over much of the sphere: one global Gauss-Legendre grid
-            # at the same node density, synthesised by FFT, is far cheaper than cells.
-            out[i] = _global_gauss_legendre(coeffs[i : i + 1], L, n_lat * k, n_lon * k)
+    c = coeffs.detach().to(torch.float64)
+    dev = c.device
+    rule = _bulk_rule(L, 1)
+    if _sh_numba.available() and dev.type == "cpu":
+        f = torch.stack([_tensor_field(v, L, rule.lat, rule.lon) for v in c])
+    else:
+        f = synthesize(c, L, rule.lat, rule.lon)  # (n, n_lat, n_lon)
+    log_w = rule.log_w_t(dev)
+    bulk_log_z = torch.logsumexp((f + log_w).flatten(1), dim=1)
+    flat = f.flatten(1)
+    fmax, medians = flat.amax(1), flat.median(1).values
+    peaks = _peaks(c, L, f, fmax, medians, rule, margin)
+    out = bulk_log_z.clone()
+    for i in range(c.shape[0]):
+        sel = peaks.owner == i
+        assess = functools.partial(_unresolved, peaks, sel, float(bulk_log_z[i]),
+                                   float(medians[i]))
+        unresolved = assess(rule.spacing)
+        if not unresolved.any():
+            continue  # the bulk grid resolves everything that matters
+        # Many peaks only moderately sharper than the grid are cheaper on a finer global
+        # grid than in boxes (~_BOX_COST nodes each), if that resolves them all.
+        budget = f[i].numel() + _BOX_COST * int(unresolved.sum())
+        r = next((k for k in range(2, 7) if k * k * f[i].numel() <= budget
+                  and not assess(rule.spacing / k).any()), 1)
+        if r > 1:
+            fine = _bulk_rule(L, r)
+            fi = _tensor_field(c[i], L, fine.lat, fine.lon)
+            out[i] = torch.logsumexp((fi + fine.log_w_t(dev)).flatten(), dim=0)
             continue
-        top_terms = _hot_cells(coeffs[i], L, lat_c, lon_c, top, h, k)
-        warm_terms = _hot_cells(coeffs[i], L, lat_c, lon_c, warm, h, 3)
-        out[i] = torch.logsumexp(torch.cat([cold_terms, warm_terms, top_terms]), dim=0)
+        boxes = _boxes(peaks, sel, unresolved, float(fmax[i]), float(medians[i]), rule,
+                       margin, L, max_nodes)
+        # The bulk nodes inside some box's rectangle keep only their share of weight:
+        # Z = Z_bulk - (window as is) + (window shared) + boxes.
+        rows, cols = _window(boxes, rule)
+        lat_g = torch.as_tensor(rule.lat, device=dev)[rows][:, None]
+        lon_g = torch.as_tensor(rule.lon, device=dev)[cols][None, :]
+        g = f[i][rows[:, None], cols[None, :]] + log_w[rows]
+        chi = torch.stack([b.chi(lat_g, lon_g) for b in boxes])
+        plus = [(g + _log_share(None, chi)).flatten()]
+        for j, b in enumerate(boxes):
+            lat_n, lon_n, lw = b.nodes(L, dev)
+            fb = _tensor_field(c[i], L, lat_n, lon_n)
+            lat_t = torch.as_tensor(lat_n, device=dev)[:, None]
+            lon_t = torch.as_tensor(lon_n, device=dev)[None, :]
+            chi_b = torch.stack([o.chi(lat_t, lon_t) for o in boxes])
+            plus.append((fb + lw + _log_share(j, chi_b)).flatten())
+        out[i] = _log_diff(torch.logaddexp(bulk_log_z[i], torch.logsumexp(torch.cat(plus), 0)),
+                           torch.logsumexp(g.flatten(), 0))
     return out
 
 
-def _cells_near(p: np.ndarray, lat_c: np.ndarray, lon_c: np.ndarray, h: float,
-                radius: float) -> np.ndarray:
-    """Cells of the coarse grid that come within ``radius`` (rad) of point ``p`` (deg).
-
-    The nearest point of a lat/lon cell to ``p`` has ``p``'s latitude and longitude
-    clamped into the cell (longitude difference wrapped); near a pole the cells are
-    narrow wedges, which is exactly where centre-based tests miss mass.
-    """
-    hd = math.degrees(h)
-    lat = np.clip(p[0], lat_c - hd / 2, lat_c + hd / 2)
-    dlon = (p[1] - lon_c + 180.0) % 360.0 - 180.0
-    dlon = np.clip(dlon, -hd / 2, hd / 2) - dlon  # offset from p's lon to the nearest edge
-    lat_r, p_lat = np.deg2rad(lat)[:, None], math.radians(p[0])
-    cosd = (np.sin(lat_r) * math.sin(p_lat)
-            + np.cos(lat_r) * math.cos(p_lat) * np.cos(np.deg2rad(dlon))[None, :])
-    return np.arccos(np.clip(cosd, -1.0, 1.0)) <= radius
+def _log_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``log(exp(a) - exp(b))`` for ``a >= b`` (equal within rounding gives the floor)."""
+    return a + torch.log1p(-torch.exp((b - a).clamp_max(0.0))).clamp_min(-745.0)
 
 
-def _global_gauss_legendre(c: torch.Tensor, L: int, n_lat: int, n_lon: int) -> torch.Tensor:
-    """``log Z`` with Gauss–Legendre rows in ``sin(lat)`` times uniform longitudes."""
+def _tensor_field(c: torch.Tensor, L: int, lat: np.ndarray, lon: np.ndarray) -> torch.Tensor:
+    """``f`` of one vector on the tensor grid ``lat x lon`` (any spacing), float64."""
+    if not (_sh_numba.available() and c.device.type == "cpu"):
+        return synthesize(c[None], L, lat, lon)[0]
+    a, b = _sh_numba.fourier_rows(lat, c.numpy(), L)
+    n_lon = lon.size
+    step = float(lon[1] - lon[0]) if n_lon > 1 else 0.0
+    if (n_lon >= 2 * L + 2 and abs(step * n_lon - 360.0) < 1e-9
+            and np.allclose(np.diff(lon), step)):
+        # Uniform over the circle: an inverse real FFT, phase-shifted to the first node.
+        m = np.arange(L + 1)
+        spec = (a - 1j * b) * np.exp(1j * m * np.deg2rad(lon[0]))[None, :] * (n_lon / 2.0)
+        spec[:, 0] *= 2.0
+        return torch.from_numpy(np.fft.irfft(spec, n=n_lon, axis=1))
+    ang = np.arange(L + 1)[:, None] * np.deg2rad(lon)[None, :]
+    return torch.from_numpy(a @ np.cos(ang) + b @ np.sin(ang))
+
+
+# -- the bulk grid -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Rule:
+    lat: np.ndarray  # (n_lat,) Gauss-Legendre rows, degrees
+    lon: np.ndarray  # (n_lon,) uniform, degrees
+    log_w: np.ndarray  # (n_lat,) log weight of a node in each row (steradians)
+    spacing: float  # largest node spacing, radians
+
+    def log_w_t(self, dev: torch.device) -> torch.Tensor:
+        return torch.as_tensor(self.log_w, device=dev)[:, None]
+
+
+@functools.lru_cache(maxsize=16)
+def _bulk_rule(L: int, r: int) -> _Rule:
+    # Exact for band limit 2 n_lat - 1 >= 6L: exp(f) = sum f^k / k! is integrated
+    # exactly through k = 6 wherever f varies on its own scale (bumps lower than ~2).
+    n_lat = max(3 * (L + 1), 64) * r
+    n_lon = 2 * n_lat
     x, w = np.polynomial.legendre.leggauss(n_lat)
     lat = np.rad2deg(np.arcsin(x))
     lon = -180.0 + (np.arange(n_lon) + 0.5) * 360.0 / n_lon
-    f = synthesize(c, L, lat, lon)[0]
-    log_w = torch.log(torch.as_tensor(w * 2 * math.pi / n_lon, device=f.device))[:, None]
-    return torch.logsumexp((f + log_w).flatten(), dim=0)
+    log_w = np.log(w * 2 * math.pi / n_lon)
+    return _Rule(lat, lon, log_w, math.pi / n_lat)
 
 
-def _max_curvature(f: torch.Tensor, hot: torch.Tensor, h: float, lat_c: np.ndarray) -> float:
-    """Largest downward curvature of ``f`` (per rad²) over hot cells, along both axes."""
-    d_lat = -(f[2:] - 2 * f[1:-1] + f[:-2]) / h**2
-    coslat = torch.as_tensor(np.cos(np.deg2rad(lat_c)), device=f.device)[:, None]
-    # Longitude steps shrink with cos(lat); skip the rows next to the poles.
-    d_lon = -(torch.roll(f, 1, 1) - 2 * f + torch.roll(f, -1, 1)) / (h * coslat.clamp_min(0.2)) ** 2
-    k_lat = d_lat[hot[1:-1]].max() if hot[1:-1].any() else f.new_tensor(0.0)
-    k_lon = d_lon[hot].max()
-    return float(torch.maximum(k_lat, k_lon))
+# -- peaks ---------------------------------------------------------------------------------
+@dataclass
+class _Peaks:
+    owner: np.ndarray  # (m,) vector index
+    lat: np.ndarray  # (m,) degrees
+    lon: np.ndarray
+    f: np.ndarray  # (m,) field value at the peak
+    sigma_min: np.ndarray  # (m,) radians: width of exp(f) across its sharpest direction
+    sigma_max: np.ndarray  # (m,) ... and across its flattest (capped)
 
 
-def _hot_cells(c: torch.Tensor, L: int, lat_c: np.ndarray, lon_c: np.ndarray,
-               hot: torch.Tensor, h: float, k: int) -> torch.Tensor:
-    """``log(w) + f`` at Gauss–Legendre nodes of every hot cell.
+def _peaks(c: torch.Tensor, L: int, f: torch.Tensor, fmax: torch.Tensor, median: torch.Tensor,
+           rule: _Rule, margin: float) -> _Peaks:
+    """Modes of ``f`` near the top of each vector, refined from the grid's local maxima.
 
-    ``k`` nodes across the cell in latitude; in longitude the count shrinks with the
-    cell's physical width (``cos(lat)``), so polar wedges are not oversampled.
+    A peak narrower than the grid can sit far above every node (at L = 127 a delta's
+    nearest node may be ~20% lower), so local maxima within ``margin`` plus 30% of the
+    field's range below the grid maximum are all refined (the best few per vector).
     """
-    rows, cols = np.nonzero(hot.cpu().numpy())
-    if rows.size == 0:
-        return c.new_empty(0, dtype=torch.float64)
-    hd = math.degrees(h)
-    widest = np.cos(np.deg2rad(np.maximum(np.abs(lat_c[rows]) - hd / 2, 0.0)))
-    k_lon = np.maximum(3, np.ceil(k * widest)).astype(int)
-    lat_parts, lon_parts, w_parts = [], [], []
-    x_lat, w_lat = np.polynomial.legendre.leggauss(k)
-    for kl in np.unique(k_lon):
-        sel = k_lon == kl
-        x_lon, w_lon = np.polynomial.legendre.leggauss(int(kl))
-        lat_n = lat_c[rows[sel]][:, None, None] + (x_lat * hd / 2)[None, :, None]
-        lon_n = lon_c[cols[sel]][:, None, None] + (x_lon * hd / 2)[None, None, :]
-        lat_n, lon_n = np.broadcast_arrays(lat_n, lon_n)
-        # Weight: (h/2)^2 * w_i w_j * cos(lat) (area element in radians).
-        wts = (h / 2) ** 2 * (w_lat[:, None] * w_lon[None, :])[None] * np.cos(np.deg2rad(lat_n))
-        lat_parts.append(lat_n.ravel())
-        lon_parts.append(lon_n.ravel())
-        w_parts.append(wts.ravel())
-    lat_f, lon_f, w_f = (np.concatenate(p) for p in (lat_parts, lon_parts, w_parts))
-    keep = w_f > 0
-    dev = c.device
-    latlon = torch.as_tensor(np.stack([lat_f[keep], lon_f[keep]], 1), device=dev)
-    cd = c.to(torch.float64)
-    if _sh_numba.available() and dev.type == "cpu":
-        # Fused: the field at each node without storing (nodes x (L+1)^2) harmonics.
-        f = torch.from_numpy(_sh_numba.field_values(latlon.numpy(), cd.numpy(), L))
-    else:
-        step = max(1, 30_000_000 // (L + 1) ** 2)
-        f = torch.cat([real_sph_harm(latlon[s : s + step], L) @ cd
-                       for s in range(0, latlon.shape[0], step)])
-    return f + torch.log(torch.as_tensor(w_f[keep], device=dev))
+    padded = torch.cat([f[..., -1:], f, f[..., :1]], dim=-1)[:, None]
+    pooled = torch.nn.functional.max_pool2d(padded, 3, stride=1, padding=(1, 0))[:, 0]
+    threshold = fmax - margin - 0.3 * (fmax - median)
+    vec, rows, cols = torch.nonzero((f >= pooled) & (f >= threshold[:, None, None]),
+                                    as_tuple=True)
+    # The best _MAX_CANDIDATES per vector: sort by value, then stably by vector.
+    order = torch.argsort(f[vec, rows, cols], descending=True)
+    order = order[torch.argsort(vec[order], stable=True)]
+    vec, rows, cols = vec[order].cpu().numpy(), rows[order].cpu().numpy(), cols[order].cpu().numpy()
+    first = np.searchsorted(vec, vec)  # index of each vector's first candidate
+    keep = np.arange(vec.size) - first < _MAX_CANDIDATES
+    owner = vec[keep]
+    start = torch.as_tensor(np.stack([rule.lat[rows[keep]], rule.lon[cols[keep]]], 1),
+                            device=c.device)
+    cw = c[torch.as_tensor(owner, device=c.device)]
+    peak = refine_modes(L, cw, start)
+    scale = 2.0 / ((L + 1) * torch.sqrt((fmax - median).clamp_min(1.0)))
+    f_p, hess = _hessian(cw, L, peak, 0.2 * scale[torch.as_tensor(owner, device=c.device)])
+    lam = torch.linalg.eigvalsh(-hess)  # ascending: flattest direction first
+    cap = 3.0 * rule.spacing
+    sigma_min = lam[:, 1].clamp_min(1.0 / cap**2).rsqrt().clamp_max(cap)
+    sigma_max = torch.maximum(lam[:, 0].clamp_min(1.0 / cap**2).rsqrt().clamp_max(cap),
+                              sigma_min)
+    return _Peaks(owner, peak[:, 0].cpu().numpy(), peak[:, 1].cpu().numpy(),
+                  f_p.cpu().numpy(), sigma_min.cpu().numpy(), sigma_max.cpu().numpy())
+
+
+def _hessian(c: torch.Tensor, L: int, p: torch.Tensor, delta: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``f`` and its ``(m, 2, 2)`` Hessian (per rad², in the tangent plane) at ``p``.
+
+    Central differences on a 3 x 3 stencil of spacing ``delta`` (a fraction of the peak
+    width) in an orthonormal tangent frame; device-agnostic and fine at the poles.
+    """
+    lat, lon = torch.deg2rad(p[:, 0]), torch.deg2rad(p[:, 1])
+    xyz = torch.stack([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()], 1)
+    east = torch.stack([-lon.sin(), lon.cos(), torch.zeros_like(lon)], 1)
+    north = torch.linalg.cross(xyz, east)
+    offs = torch.tensor([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1], [1, 1], [1, -1], [-1, 1],
+                         [-1, -1]], dtype=torch.float64, device=c.device)
+    d = delta[:, None, None]
+    q = xyz[:, None] + d * (offs[None, :, :1] * east[:, None] + offs[None, :, 1:] * north[:, None])
+    q = torch.nn.functional.normalize(q, dim=-1).reshape(-1, 3)
+    ll = torch.rad2deg(torch.stack([torch.asin(q[:, 2].clamp(-1, 1)),
+                                    torch.atan2(q[:, 1], q[:, 0])], 1))
+    y = real_sph_harm(ll, L).reshape(c.shape[0], 9, -1)
+    v = torch.einsum("mkd,md->mk", y, c)
+    dd = delta**2
+    h11 = (v[:, 1] - 2 * v[:, 0] + v[:, 2]) / dd
+    h22 = (v[:, 3] - 2 * v[:, 0] + v[:, 4]) / dd
+    h12 = (v[:, 5] - v[:, 6] - v[:, 7] + v[:, 8]) / (4 * dd)
+    hess = torch.stack([torch.stack([h11, h12], 1), torch.stack([h12, h22], 1)], 1)
+    return v[:, 0], hess
+
+
+# -- boxes ---------------------------------------------------------------------------------
+def _bump(t: torch.Tensor) -> torch.Tensor:
+    """C-infinity step: 1 for ``t <= 0``, 0 for ``t >= 1``."""
+    t = t.clamp(0.0, 1.0)
+
+    def g(x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x > 0, torch.exp(-1.0 / x.clamp_min(1e-300)), torch.zeros_like(x))
+
+    a, b = g(1.0 - t), g(t)
+    return a / (a + b)
+
+
+@functools.lru_cache(maxsize=64)
+def _leggauss(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.polynomial.legendre.leggauss(n)
+
+
+def _gauss(a: float, b: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    x, w = _leggauss(n)
+    return 0.5 * (b - a) * x + 0.5 * (a + b), 0.5 * (b - a) * w
+
+
+@dataclass
+class _Box:
+    """A lat/lon box (radians) with a core and transition bands.
+
+    ``full_lon`` boxes are latitude bands over every longitude (polar caps, or boxes
+    whose longitude extent would wrap), integrated with uniform longitudes.
+    """
+
+    lat_edge: tuple[float, float]
+    lat_core: tuple[float, float]
+    lon_c: float
+    lon_core: float  # half-width of the core in longitude (ignored for polar caps)
+    lon_edge: float
+    full_lon: bool
+    n_lat: int  # core nodes along latitude
+    n_lon: int  # core nodes along longitude (or all longitudes of a polar cap)
+
+    def chi(self, lat_deg: torch.Tensor, lon_deg: torch.Tensor) -> torch.Tensor:
+        lat = torch.deg2rad(lat_deg)
+        lo, hi = self.lat_core
+        e_lo, e_hi = self.lat_edge
+        t_lat = torch.maximum((lo - lat) / max(lo - e_lo, 1e-300),
+                              (lat - hi) / max(e_hi - hi, 1e-300))
+        chi = _bump(t_lat)
+        if self.full_lon:
+            return chi.expand(torch.broadcast_shapes(lat.shape, lon_deg.shape))
+        dlon = torch.remainder(torch.deg2rad(lon_deg) - self.lon_c + math.pi, 2 * math.pi) - math.pi
+        t_lon = (dlon.abs() - self.lon_core) / (self.lon_edge - self.lon_core)
+        return chi * _bump(t_lon)
+
+    def nodes(self, L: int, dev: torch.device) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        """Latitudes and longitudes (degrees) of the box's tensor rule and its log weights."""
+        panels = []
+        if self.lat_core[0] > self.lat_edge[0]:
+            panels.append(_gauss(self.lat_edge[0], self.lat_core[0], _TRANSITION_NODES))
+        panels.append(_gauss(*self.lat_core, self.n_lat))
+        if self.lat_edge[1] > self.lat_core[1]:
+            panels.append(_gauss(self.lat_core[1], self.lat_edge[1], _TRANSITION_NODES))
+        lat = np.concatenate([p[0] for p in panels])
+        w_lat = np.concatenate([p[1] for p in panels]) * np.cos(lat)
+        if self.full_lon:
+            lon = -180.0 + (np.arange(self.n_lon) + 0.5) * 360.0 / self.n_lon
+            w_lon = np.full(self.n_lon, 2 * math.pi / self.n_lon)
+        else:
+            c, a, e = self.lon_c, self.lon_core, self.lon_edge
+            parts = [_gauss(c - e, c - a, _TRANSITION_NODES), _gauss(c - a, c + a, self.n_lon),
+                     _gauss(c + a, c + e, _TRANSITION_NODES)]
+            lon = np.rad2deg(np.concatenate([p[0] for p in parts]))
+            w_lon = np.concatenate([p[1] for p in parts])
+        keep = w_lat > 0  # a node exactly at a pole has no area
+        log_w = np.log(w_lat[keep])[:, None] + np.log(w_lon)[None, :]
+        return np.rad2deg(lat[keep]), lon, torch.as_tensor(log_w, device=dev)
+
+
+def _unresolved(peaks: _Peaks, sel: np.ndarray, bulk_log_z: float, median: float,
+                spacing: float) -> np.ndarray:
+    """Which selected peaks a bulk grid of this spacing would get wrong by more than
+    ``_LOG_TOL`` of ``Z`` (a bump lower than ~2 is band-limited enough for the grid)."""
+    f_p, s_min, s_max = peaks.f[sel], peaks.sigma_min[sel], peaks.sigma_max[sel]
+    mass = f_p + np.log(2 * math.pi * s_min * s_max)  # Laplace estimate of each peak's mass
+    log_z = np.logaddexp(bulk_log_z, np.logaddexp.reduce(mass)) if mass.size else bulk_log_z
+    # What is at stake: the peak's mass, or one node's weight times its height when a
+    # node sits on a peak narrower than the grid; the grid's relative error on a
+    # Gaussian of width sigma is ~2 exp(-2 pi^2 sigma^2 / s^2) (aliasing).
+    at_stake = f_p + np.log(np.maximum(2 * math.pi * s_min * s_max, spacing**2))
+    log_err = math.log(2.0) - 2 * math.pi**2 * (s_min / spacing) ** 2 + at_stake - log_z
+    return (log_err >= _LOG_TOL) & (f_p - median >= 2.0)
+
+
+def _boxes(peaks: _Peaks, sel: np.ndarray, unresolved: np.ndarray, grid_max: float,
+           median: float, rule: _Rule, margin: float, L: int, max_nodes: int) -> list[_Box]:
+    """Boxes for the selected peaks that the bulk grid cannot resolve and that matter."""
+    if not unresolved.any():
+        return []
+    f_p, s_min, s_max = peaks.f[sel], peaks.sigma_min[sel], peaks.sigma_max[sel]
+    lat_s, lon_s = peaks.lat[sel], peaks.lon[sel]
+    height = f_p - median
+    top = max(grid_max, float(f_p.max()))
+    order = np.argsort(-f_p)
+    boxes: list[_Box] = []
+    kept: list[np.ndarray] = []
+    s, T = rule.spacing, _TRANSITION * rule.spacing
+    for k in order:
+        if not unresolved[k]:
+            continue  # resolved by the grid, or negligible
+        lat_p, lon_p = math.radians(lat_s[k]), math.radians(lon_s[k])
+        xyz = np.array([math.cos(lat_p) * math.cos(lon_p), math.cos(lat_p) * math.sin(lon_p),
+                        math.sin(lat_p)])
+        if any(math.acos(min(1.0, float(xyz @ q))) < s_min[k] for q in kept):
+            continue  # two starts climbed to the same mode
+        kept.append(xyz)
+        # The core reaches where f has fallen by `depth`: below the top by `margin`, or
+        # to the surrounding level for a low bump (beyond, the grid resolves exp f).
+        depth = max(min(f_p[k] - (top - margin), height[k]), 1.0)
+        core = 1.5 * s_max[k] * math.sqrt(2.0 * depth)
+        n_core = int(min(max_nodes, max(8, math.ceil(math.pi * core / (_SPACING * s_min[k])))))
+        reach = abs(lat_p) + core + T
+        far = math.cos(min(reach, math.pi / 2))
+        if reach >= math.radians(_POLAR_DEG) or (core + T) / far >= 0.8 * math.pi:
+            boxes.append(_band(lat_p, core, T, s, float(s_min[k]), L, max_nodes,
+                               polar=reach >= math.radians(_POLAR_DEG)))
+            continue
+        near = math.cos(max(abs(lat_p) - core - T, 0.0))
+        n_lon = int(min(max_nodes, math.ceil(n_core * near / far)))
+        boxes.append(_Box((lat_p - core - T, lat_p + core + T), (lat_p - core, lat_p + core),
+                          lon_p, core / far, (core + T) / far, False, n_core, n_lon))
+    return boxes
+
+
+def _band(lat_p: float, core: float, T: float, s: float, sigma: float, L: int,
+          max_nodes: int, *, polar: bool) -> _Box:
+    """A box over all longitudes: a cap over the nearer pole, or a latitude band."""
+    def count(half_width: float) -> int:
+        return int(min(max_nodes, max(8, math.ceil(math.pi * half_width / (_SPACING * sigma)))))
+
+    lo, hi = lat_p - core, lat_p + core
+    if polar:  # the core runs to the pole on the peak's side
+        lo, hi = (lo, math.pi / 2) if lat_p > 0 else (-math.pi / 2, hi)
+    # A core ending within a transition band of a pole runs to the pole.
+    hi = math.pi / 2 if hi > math.pi / 2 - T else hi
+    lo = -math.pi / 2 if lo < -math.pi / 2 + T else lo
+    edge = (lo - T if lo > -math.pi / 2 else lo, hi + T if hi < math.pi / 2 else hi)
+    def widest(a: float, b: float) -> float:  # largest cos(latitude) over [a, b]
+        return 1.0 if a * b <= 0 else math.cos(min(abs(a), abs(b)))
+
+    n_lon = max(2 * L + 2, math.ceil(2 * math.pi * widest(lo, hi) / (_SPACING * sigma)),
+                math.ceil(2 * math.pi * widest(*edge) * 1.5 / s))
+    return _Box(edge, (lo, hi), 0.0, 0.0, 0.0, True, count((hi - lo) / 2),
+                int(min(n_lon, 8 * max_nodes)))
+
+
+def _window(boxes: list[_Box], rule: _Rule) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows and columns of the bulk grid that any box reaches."""
+    lat = np.deg2rad(rule.lat)
+    rows = np.zeros(lat.size, bool)
+    cols = np.zeros(rule.lon.size, bool)
+    lon = np.deg2rad(rule.lon)
+    for b in boxes:
+        rows |= (lat >= b.lat_edge[0]) & (lat <= b.lat_edge[1])
+        if b.full_lon:
+            cols[:] = True
+        else:
+            d = np.abs(np.remainder(lon - b.lon_c + math.pi, 2 * math.pi) - math.pi)
+            cols |= d <= b.lon_edge
+    return torch.from_numpy(np.nonzero(rows)[0]), torch.from_numpy(np.nonzero(cols)[0])
+
+
+def _log_share(j: int | None, chi: torch.Tensor) -> torch.Tensor:
+    """``log`` of the partition-of-unity weight: the bulk's (``j=None``) or box ``j``'s."""
+    psi = torch.prod(1.0 - chi, dim=0)
+    norm = psi + chi.sum(0)
+    return torch.log(psi if j is None else chi[j]) - torch.log(norm)

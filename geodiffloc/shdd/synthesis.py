@@ -76,7 +76,8 @@ def synthesize(
     lat
         ``(n_lat,)`` latitudes in degrees (any spacing, e.g. Gauss–Legendre rows).
     lon
-        ``(n_lon,)`` equally spaced longitudes in degrees (any start, e.g. cell centres).
+        ``(n_lon,)`` longitudes in degrees; equally spaced over the full circle (any
+        start, e.g. cell centres) takes the FFT path, any others a direct Fourier sum.
     ptable
         Optional precomputed :func:`~geodiffloc.harmonics.legendre_table` for ``lat``.
     dtype
@@ -112,23 +113,21 @@ def synthesize(
     p_mil = ptable.to(dev, dtype).permute(2, 0, 1).contiguous()
     cos_part, sin_part = _split_coeffs(c, L)
     m = torch.arange(L + 1, dtype=torch.float64, device=dev)
-    if n_lon >= 2 * L + 2 and n_lon > 1:
-        step = float(lon_np[1] - lon_np[0])
-        if not np.allclose(np.diff(lon_np), step):
-            raise ValueError("synthesis needs equally spaced longitudes.")
-        if abs(step * n_lon - 360.0) < 1e-6:
-            # f_j = Re sum_m (A_m - i B_m) e^{i m phi_0} e^{i m j dphi}: an inverse real
-            # FFT. The phase, the 1/2 of m > 0 and irfft's 1/n_lon are folded into the
-            # (small) coefficients; irfft zero-pads the L+1 frequencies itself, so the
-            # only full-size array is f.
-            phase = torch.exp(1j * m * math.radians(float(lon_np[0]))) * n_lon
-            phase[1:] *= 0.5
-            re = cos_part * phase.real.to(dtype) + sin_part * phase.imag.to(dtype)
-            im = cos_part * phase.imag.to(dtype) - sin_part * phase.real.to(dtype)
-            spec = _legendre_sum(p_mil, torch.stack([re, im], dim=-1))  # (n, i, m, 2)
-            if row_offset is not None:
-                spec[:, :, 0, 0] += (row_offset.to(dev, dtype) * n_lon)[None]
-            return torch.fft.irfft(torch.view_as_complex(spec), n=n_lon, dim=-1)
+    step = float(lon_np[1] - lon_np[0]) if n_lon > 1 else 0.0
+    if (n_lon >= 2 * L + 2 and n_lon > 1 and np.allclose(np.diff(lon_np), step)
+            and abs(step * n_lon - 360.0) < 1e-6):
+        # f_j = Re sum_m (A_m - i B_m) e^{i m phi_0} e^{i m j dphi}: an inverse real
+        # FFT. The phase, the 1/2 of m > 0 and irfft's 1/n_lon are folded into the
+        # (small) coefficients; irfft zero-pads the L+1 frequencies itself, so the
+        # only full-size array is f.
+        phase = torch.exp(1j * m * math.radians(float(lon_np[0]))) * n_lon
+        phase[1:] *= 0.5
+        re = cos_part * phase.real.to(dtype) + sin_part * phase.imag.to(dtype)
+        im = cos_part * phase.imag.to(dtype) - sin_part * phase.real.to(dtype)
+        spec = _legendre_sum(p_mil, torch.stack([re, im], dim=-1))  # (n, i, m, 2)
+        if row_offset is not None:
+            spec[:, :, 0, 0] += (row_offset.to(dev, dtype) * n_lon)[None]
+        return torch.fft.irfft(torch.view_as_complex(spec), n=n_lon, dim=-1)
     ab = _legendre_sum(p_mil, torch.stack([cos_part, sin_part], dim=-1))
     a, b = ab[..., 0], ab[..., 1]
     phi = torch.deg2rad(torch.as_tensor(lon_np, device=dev))
