@@ -23,7 +23,6 @@ _EXAMPLES = examples(
     "      --resume runs/ld/checkpoints/last.ckpt --max-epochs 20",
     "geodiffloc train hierloc --config configs/hierloc_gazetteer.yaml --accelerator gpu "
     "--devices 2",
-    "geodiffloc train g3 --config configs/g3_gazetteer.yaml --out runs/g3",
 )
 
 

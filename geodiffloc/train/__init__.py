@@ -8,7 +8,8 @@
   :mod:`.schema`), defaults, validation.
 - :class:`GeoDataModule` — loaders over a feature store or in-memory embeddings.
 - :class:`LocDiffModule`, :class:`GeoCLIPModule`, :class:`HierLocModule`,
-  :class:`G3Module` — the LightningModules (:func:`build_hierarchy`: HierLoc's entities from a config section).
+  :class:`G3Module` — the LightningModules (:func:`build_hierarchy`: HierLoc's entities
+  from a config section; :func:`description_table`: G3's place descriptions).
 """
 
 from .api import build_datamodule, build_module, train

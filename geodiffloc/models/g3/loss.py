@@ -10,7 +10,8 @@ GPS queue (negatives only):
 
     L_{qg} &= -\\frac1B \\sum_i \\log \\frac{e^{s_{qg} q_i\\cdot g_i}}
              {\\sum_k e^{s_{qg} q_i\\cdot g_k} + \\sum_j e^{s_{qg} q_i\\cdot n_j}} \\\\
-    L_{qt} &= \\frac12\\Big(\\mathrm{CE}(s_{qt} Q T^\\top) + \\mathrm{CE}(s_{qt} T Q^\\top)\\Big) \\\\
+    L_{qt} &= \\frac12\\Big(\\mathrm{CE}(s_{qt} Q T^\\top)
+             + \\mathrm{CE}(s_{qt} T Q^\\top)\\Big) \\\\
     L_{tg} &= -\\frac1B \\sum_i \\log \\frac{e^{s_{tg} t_i\\cdot g_i}}
              {\\sum_k e^{s_{tg} t_i\\cdot g_k} + \\sum_j e^{s_{tg} t_i\\cdot n_j}} \\\\
     L &= w_{qg} L_{qg} + w_{qt} L_{qt} + w_{tg} L_{tg}

@@ -502,7 +502,7 @@ class G3(nn.Module, Geolocator):
             ``reference_index`` (and ``text`` / ``id`` when the database has them).
         """
         q = self.embed_queries(inputs)
-        refs, sims, idx = self._retrieve(q, k, backend, kind)
+        _, sims, idx = self._retrieve(q, k, backend, kind)
         n, kk = idx.shape
         ll = self.references.latlon.numpy()[idx.reshape(-1)]  # type: ignore[union-attr]
         cols: dict[str, Any] = {"similarity": sims.reshape(-1).numpy().astype(np.float64),
