@@ -200,3 +200,59 @@ def test_damaged_checkpoints_and_bad_arguments_are_refused(tmp_path):
         m.embed_queries(["a text"])
     with pytest.raises(ValueError, match="NaN"):
         ReferenceDatabase(np.full((2, 3), np.nan), [[0, 0], [1, 1]])
+
+
+class _LenEncoder:
+    """A stand-in text encoder: (length, number of commas, 1)."""
+
+    name, dim, modality = "len-encoder", 3, "text"
+
+    def encode(self, texts, **kw):
+        return torch.tensor([[len(t), t.count(","), 1.0] for t in texts])
+
+
+def test_reference_databases_from_a_geodataframe_and_an_mp16_csv(tmp_path):
+    import geopandas as gpd
+    import pandas as pd
+
+    emb = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    gdf = gpd.GeoDataFrame({"id": ["a", "b", "c"], "caption": ["x", "y", "z"],
+                            "vec": list(emb)},
+                           geometry=gpd.points_from_xy([2.35, -74.0, 139.7],
+                                                       [48.85, 40.7, 35.7]),
+                           crs="EPSG:4326").to_crs(3857)
+    db = ReferenceDatabase.from_geodataframe(gdf, embedding_col="vec", text_col="caption",
+                                             id_col="id")
+    assert np.allclose(db.latlon.numpy(), [[48.85, 2.35], [40.7, -74.0], [35.7, 139.7]])
+    assert db.texts == ["x", "y", "z"] and db.ids == ["a", "b", "c"]
+    assert np.allclose(db.embeddings.numpy(), emb)
+    with pytest.raises(ValueError, match="exactly one"):
+        ReferenceDatabase.from_geodataframe(gdf)
+    pd.DataFrame({"IMG_ID": ["p1", "p2"], "LAT": [10.0, 20.0], "LON": [30.0, 40.0]}).to_csv(
+        tmp_path / "mp16.csv", index=False)
+    np.save(tmp_path / "emb.npy", emb[:2])
+    db2 = ReferenceDatabase.from_csv(tmp_path / "mp16.csv", tmp_path / "emb.npy")
+    assert db2.ids == ["p1", "p2"] and db2.latlon[1].tolist() == [20.0, 40.0]
+    with pytest.raises(ValueError, match="one \\(lat, lon\\) per embedding"):
+        ReferenceDatabase.from_csv(tmp_path / "mp16.csv", emb)
+
+
+def test_description_tables_from_the_gazetteer_and_from_a_user_csv(tmp_path):
+    import pandas as pd
+
+    from geodiffloc.models.g3 import describe_locations
+    from geodiffloc.train import description_table
+
+    ll = torch.tensor([[48.8566, 2.3522], [35.6895, 139.6917], [48.8566, 2.3522]])
+    enc = _LenEncoder()
+    t = description_table(ll, enc, cache_dir=False)
+    want = enc.encode(describe_locations(ll))
+    assert torch.equal(t.lookup(ll.double()), want)
+    pd.DataFrame({"LAT": [0.0, 10.0], "LON": [0.0, 10.0],
+                  "description": ["a, b", "c"]}).to_csv(tmp_path / "d.csv", index=False)
+    t2 = description_table(None, enc, source=str(tmp_path / "d.csv"), cache_dir=False)
+    assert t2.lookup(torch.tensor([[10.0, 10.0], [0.0, 0.0]])).tolist() == [
+        [1.0, 0.0, 1.0], [4.0, 1.0, 1.0]]
+    (tmp_path / "bad.csv").write_text("lat,lon\n0,0\n")
+    with pytest.raises(ValueError, match="description"):
+        description_table(None, enc, source=str(tmp_path / "bad.csv"), cache_dir=False)
