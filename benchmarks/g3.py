@@ -201,18 +201,19 @@ def run_split(split: str, b: Budget, seed: int, device: str, args: argparse.Name
                 clock["nearest neighbour"])]
     gallery = Gallery.from_source(task.train.latlon.numpy(), name=f"train-{split}")
     gc = train_geoclip(task, b, seed, device, clock)
-    rows += accuracy.geoclip_rows(gc, xt.to(device), yt, {"training places": gallery}, clock)
+    rows += accuracy.geoclip_rows(gc, xt, yt, {"training places": gallery}, clock)
     ld = train_locdiff(task, b, seed, device, clock)
     key = f"LocDiff sample ({len(xt)} x {b.samples})"
     with timed(key, clock):
-        coeffs, samples = ld.sample_locations(xt.to(device), n_views=b.samples,
-                                              sampler="dpm++", steps=20, seed=seed)
-        pred = ld.aggregate(coeffs, samples, how="mixture_mode").numpy()
+        # (every model moves its inputs to its own device)
+        coeffs, samples = ld.sample_locations(xt, n_views=b.samples, sampler="dpm++",
+                                              steps=20, seed=seed)
+        pred = ld.aggregate(coeffs, samples, how="mixture_mode").cpu().numpy()
     rows.append(row("LocDiff L=23", f"dpm++-20, K={b.samples}, mixture_mode", pred, yt,
                     clock[key]))
     h = LocDiffH(ld, gc, radius_km=200.0, n_candidates=b.samples, gallery=gallery)
     with timed("LocDiff-H", clock):
-        gdf = h.predict(xt.to(device), xt.to(device), geoclip_input_kind="backbone",
+        gdf = h.predict(xt, xt, geoclip_input_kind="backbone",
                         sampler="dpm++", steps=20, seed=seed)
     rows.append(row("LocDiff-H", "dpm++-20, R=200 km, training places",
                     np.stack([gdf.lat, gdf.lon], 1), yt, clock["LocDiff-H"]))
