@@ -237,6 +237,17 @@ def test_reference_databases_from_a_geodataframe_and_an_mp16_csv(tmp_path):
         ReferenceDatabase.from_csv(tmp_path / "mp16.csv", emb)
 
 
+def test_reference_database_from_a_feature_store(tmp_path):
+    from geodiffloc.data import FeatureStore
+
+    texts = ["a", "bb", "ccc"]
+    ll = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+    FeatureStore.build(tmp_path / "s", texts, ll, _LenEncoder(), chunk_size=2, progress=False)
+    db = ReferenceDatabase.from_feature_store(tmp_path / "s")
+    assert db.ids == texts and db.latlon.tolist() == ll
+    assert db.embeddings[:, 0].tolist() == [1.0, 2.0, 3.0]
+
+
 def test_description_tables_from_the_gazetteer_and_from_a_user_csv(tmp_path):
     import pandas as pd
 

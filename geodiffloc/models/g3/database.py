@@ -156,12 +156,7 @@ class ReferenceDatabase:
         from ...data import FeatureStore
 
         fs = FeatureStore(path)
-        ids = None
-        try:
-            idx = fs.index
-            ids = idx.iloc[:, 0].tolist() if len(idx.columns) else None
-        except Exception:  # an index without ids is fine
-            ids = None
+        ids = fs.index()["key"].tolist()  # the items' keys (file paths, texts), in order
         return cls(fs.embeddings(view), fs.latlon, ids=ids, name=f"store:{Path(path).name}")
 
     @classmethod
