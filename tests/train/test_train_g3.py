@@ -80,6 +80,10 @@ def test_locate_runs_a_g3_checkpoint(run):
         assert np.allclose(fld.sum(("lat", "lon")).values, 1.0)
     with pytest.raises(ValueError, match="g3:PATH"):
         resolve_runner("g3")
+    from geodiffloc import G3
+
+    obj = resolve_runner(G3.load(res["model_path"]), encoder=enc)
+    assert obj.kind == "g3" and len(obj.predict(list(emb[:2]))[0]) == 2
 
 
 def test_cli_accepts_the_g3_family():
