@@ -36,6 +36,7 @@ _LAZY = {
     "LocDiff": "geodiffloc.models.locdiff",
     "LocDiffH": "geodiffloc.models.locdiff",
     "HierLoc": "geodiffloc.models.hierloc",
+    "G3": "geodiffloc.models.g3",
     "locate": "geodiffloc.pipeline",
     "locate_batch": "geodiffloc.pipeline",
     "geo": "geodiffloc.geo",

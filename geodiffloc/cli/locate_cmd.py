@@ -54,9 +54,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("-o", "--out-dir", type=Path, required=True, dest="out_dir",
                    help="output folder (created if missing)")
     p.add_argument("--model", default=None,
-                   help="'default' (the built-in model), a LocDiff or GeoCLIP checkpoint "
+                   help="'default' (the built-in model), a LocDiff, GeoCLIP or G3 checkpoint "
                    "(.safetensors), or one of locdiff, geoclip-official, geoclip:PATH, "
-                   "locdiff-h:PATH")
+                   "locdiff-h:PATH, g3:PATH")
     p.add_argument("--backbone", default=None, metavar="PATH",
                    help="local open_clip ViT-L/14 checkpoint for geoclip-official / "
                    "locdiff-h (default: open_clip's hub weights, if cached or reachable)")

@@ -1,4 +1,4 @@
-"""``geodiffloc train locdiff|geoclip|hierloc --config cfg.yaml``: train from a config file."""
+"""``geodiffloc train locdiff|geoclip|hierloc|g3 --config cfg.yaml``: train from a config file."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from ._help import examples
 __all__ = ["add_parser", "run"]
 
 _DESCRIPTION = """\
-Train LocDiff, GeoCLIP or HierLoc on precomputed embeddings (a feature store, an .npz of
+Train LocDiff, GeoCLIP, HierLoc or G3 on precomputed embeddings (a feature store, an .npz of
 arrays), on a CSV / photo folder encoded first, or on the offline gazetteer text task,
 as described by a YAML config (copy one from configs/ and edit it). Checkpoints of the
 best and the last epoch go to OUT/checkpoints, logs to OUT/logs, and the trained model
-to OUT/model.safetensors, which loads with LocDiff.load / GeoCLIP.load / HierLoc.load.
+to OUT/model.safetensors, which loads with LocDiff.load / GeoCLIP.load / HierLoc.load / G3.load.
 """
 _EXAMPLES = examples(
     "geodiffloc train locdiff --config configs/locdiff_gazetteer.yaml --out runs/ld",
@@ -30,12 +30,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Add the ``train`` subcommand."""
     p = subparsers.add_parser(
         "train",
-        help="train LocDiff, GeoCLIP or HierLoc from a YAML config (Lightning: CPU/GPU/DDP)",
+        help="train LocDiff, GeoCLIP, HierLoc or G3 from a YAML config (Lightning: CPU/GPU/DDP)",
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_EXAMPLES,
     )
-    p.add_argument("family", choices=("locdiff", "geoclip", "hierloc"), help="model family")
+    p.add_argument("family", choices=("locdiff", "geoclip", "hierloc", "g3"), help="model family")
     p.add_argument("--config", "-c", type=Path, required=True, help="YAML training config")
     p.add_argument("--out", "-o", type=Path, default=None,
                    help="output folder (overrides out_dir of the config)")

@@ -17,6 +17,9 @@ a path to a ``.safetensors`` checkpoint
 ``"locdiff-h:PATH"``
     LocDiff-H: the LocDiff checkpoint at ``PATH`` proposes candidates, the official
     GeoCLIP reranks them within 200 km (both must read the same images).
+``"g3:PATH"``
+    A G3 checkpoint (with its reference database); candidates from the offline
+    retrieval generator, verified by the aligned query–GPS similarity.
 a model object
     A :class:`~geodiffloc.LocDiff`, :class:`~geodiffloc.GeoCLIP` or
     :class:`~geodiffloc.LocDiffH`.
@@ -43,7 +46,7 @@ __all__ = ["MODEL_NAMES", "Runner", "resolve_runner"]
 
 #: The model names ``--model`` / ``model=`` accept (besides checkpoint paths and objects).
 MODEL_NAMES: tuple[str, ...] = ("default", "locdiff", "locdiff-h", "geoclip",
-                                "geoclip-official")
+                                "geoclip-official", "g3")
 
 #: The image backbone of the official GeoCLIP (open_clip config / pretrained tag).
 OFFICIAL_BACKBONE = ("ViT-L-14", "openai")
@@ -55,7 +58,7 @@ _LOADED: dict[Any, Runner] = {}
 def _unknown(spec: str) -> ValueError:
     return ValueError(
         f"unknown model {spec!r}: give 'default', a checkpoint path (.safetensors), or one of "
-        f"{', '.join(MODEL_NAMES)} (locdiff:PATH, geoclip:PATH and locdiff-h:PATH name a "
+        f"{', '.join(MODEL_NAMES)} (locdiff:PATH, geoclip:PATH, locdiff-h:PATH and g3:PATH name a "
         "checkpoint)."
     )
 
@@ -76,6 +79,8 @@ def _checkpoint_family(path: Path) -> str:
         fmt = meta.get("format") or json.loads(meta.get("config", "{}")).get("format", "")
     except Exception:  # unreadable: LocDiff.load says why
         return "locdiff"
+    if str(fmt).startswith("geodiffloc.g3"):
+        return "g3"
     return "geoclip" if str(fmt).startswith("geodiffloc.geoclip") else "locdiff"
 
 
@@ -87,7 +92,7 @@ def _parse(spec: str) -> tuple[str, str | None]:
         return "default", None
     if low == "geoclip-official":
         return "geoclip-official", None
-    for fam in ("locdiff-h", "locdiff", "geoclip"):
+    for fam in ("locdiff-h", "locdiff", "geoclip", "g3"):
         if low.startswith(fam + ":"):
             path = text[len(fam) + 1:]
             if not Path(path).is_file():
@@ -100,7 +105,10 @@ def _parse(spec: str) -> tuple[str, str | None]:
                 "the LocDiff checkpoint whose candidates GeoCLIP reranks: locdiff-h:PATH "
                 "(a LocDiff trained on the same image backbone as the official GeoCLIP)")
         raise ValueError(f"model {spec!r} needs {need}.")
-    if low in ("hierloc", "g3"):
+    if low == "g3":
+        raise ValueError(f"model {spec!r} needs a G3 checkpoint: g3:PATH (geodiffloc train g3 "
+                         "exports one with its reference database).")
+    if low in ("hierloc",):
         raise ValueError(f"model {spec!r} is not available in this version of geodiffloc; "
                          f"choose one of {', '.join(MODEL_NAMES)}.")
     if Path(text).is_file():
@@ -148,7 +156,7 @@ class Runner:
     Attributes
     ----------
     kind
-        ``"locdiff"``, ``"geoclip"`` or ``"locdiff-h"``.
+        ``"locdiff"``, ``"geoclip"``, ``"locdiff-h"`` or ``"g3"``.
     model, encoder
         The model object and the encoder of raw inputs (GeoCLIP: its image backbone).
     modality
@@ -192,6 +200,8 @@ class Runner:
             if self.kind in ("geoclip", "locdiff-h"):
                 gc = self.model if self.kind == "geoclip" else self.model.geoclip
                 parts.append(str(gc.resolve_gallery().key))
+            if self.kind == "g3" and self.model.references is not None:
+                parts.append(self.model.references.fingerprint())
             self._fp = fingerprint(self.kind, enc, *parts, length=24)
         return self._fp
 
@@ -238,6 +248,8 @@ class Runner:
         """
         if self.kind == "geoclip":
             return self._geoclip(items, field, resolution, progress)
+        if self.kind == "g3":
+            return self._g3(items, field, resolution)
         if self.kind == "locdiff-h":
             return self._hybrid(items, field, resolution, n_samples, sampler, steps, seed,
                                 progress)
@@ -274,6 +286,14 @@ class Runner:
         preds = preds.drop(columns=["query"]).rename(columns={"prob": "confidence"})
         fld = gc.probability_map(q, resolution=resolution, input_kind="head",
                                  progress=progress) if field else None
+        return preds.reset_index(drop=True), fld
+
+    def _g3(self, items: list[Any], field: bool, resolution: float) -> tuple[Any, Any]:
+        g3 = self.model
+        x = self.encoder.encode(items) if self.encoder is not None else items
+        cand = g3.candidates(x)
+        preds = g3.predict(x, candidates=cand).drop(columns=["query"])
+        fld = g3.probability_map(x, resolution=resolution, candidates=cand) if field else None
         return preds.reset_index(drop=True), fld
 
     def _hybrid(self, items: list[Any], field: bool, resolution: float, n_samples: int,
@@ -379,6 +399,13 @@ def _build(family: str, path: str | None, backbone: Any, *, progress: bool,
             model.set_backbone(backbone if not isinstance(backbone, os.PathLike)
                                else os.fspath(backbone))
         return Runner("geoclip", model, getattr(model, "_backbone", None), str(path), recipe)
+    if family == "g3":
+        from ..models.g3 import G3
+
+        model = G3.load(path)  # type: ignore[arg-type]
+        enc = encoder if encoder is not None else _encoder_for(model)
+        model.set_encoder(enc)
+        return Runner("g3", model, enc, str(path), recipe)
     if family == "geoclip-official":
         model = _official_geoclip(backbone)
         return Runner("geoclip", model, model.backbone, "geoclip-official", recipe)
@@ -401,7 +428,8 @@ def resolve_runner(model: Any = None, *, encoder: Any = None, backbone: Any = No
     model
         See the module notes: ``None``/``"default"``/``"locdiff"``, a checkpoint path,
         ``"locdiff:PATH"``, ``"geoclip:PATH"``, ``"geoclip-official"``,
-        ``"locdiff-h:PATH"``, or a LocDiff / GeoCLIP / LocDiffH object.
+        ``"locdiff-h:PATH"``, ``"g3:PATH"``, or a LocDiff / GeoCLIP / LocDiffH / G3
+        object.
     encoder
         The encoder of raw inputs (default: rebuilt from the name the model recorded;
         for GeoCLIP: its backbone). An encoder *object* makes the runner pickle as
@@ -446,11 +474,17 @@ def resolve_runner(model: Any = None, *, encoder: Any = None, backbone: Any = No
         # an explicit encoder object: checked, used, and shipped as an object
         if runner.kind == "geoclip":
             runner.model.set_backbone(encoder)
+        elif runner.kind == "g3":
+            runner.model.set_encoder(encoder)
         else:
             ld = runner.model if runner.kind == "locdiff" else runner.model.locdiff
             check_encoder_matches(ld.encoder_record, encoder)
         return Runner(runner.kind, runner.model, encoder, runner.label)
     kind = _object_kind(model)
+    if kind == "g3":
+        encoder = encoder if encoder is not None else (model._encoder or _encoder_for(model))
+        model.set_encoder(encoder)
+        return Runner(kind, model, encoder, type(model).__name__)
     if kind == "locdiff":
         if encoder is None:
             encoder = _encoder_for(model)
@@ -465,6 +499,8 @@ def resolve_runner(model: Any = None, *, encoder: Any = None, backbone: Any = No
 
 
 def _object_kind(model: Any) -> str:
+    if hasattr(model, "build_index") and hasattr(model, "candidates"):
+        return "g3"
     if hasattr(model, "locdiff") and hasattr(model, "geoclip"):
         return "locdiff-h"
     if hasattr(model, "sample_locations") and hasattr(model, "encoder_record"):

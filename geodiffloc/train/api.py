@@ -166,7 +166,7 @@ def build_module(cfg: dict[str, Any], datamodule: Any) -> Any:
 
     Returns
     -------
-    LocDiffModule, GeoCLIPModule or HierLocModule
+    LocDiffModule, GeoCLIPModule, HierLocModule or G3Module
 
     Examples
     --------
@@ -179,6 +179,10 @@ def build_module(cfg: dict[str, Any], datamodule: Any) -> Any:
     """
     from .modules import GeoCLIPModule, HierLocModule, LocDiffModule
 
+    if cfg["family"] == "g3":
+        from .g3_module import build_g3_module
+
+        return build_g3_module(cfg, datamodule)
     if cfg["family"] == "hierloc":
         return HierLocModule(cfg["model"], encoder=datamodule.encoder, optim=cfg["optim"],
                              validation=cfg["validation"], seed=cfg["seed"])
@@ -383,6 +387,11 @@ def _finish(cfg: dict[str, Any], out: Path, trainer: Any, ckpt: Any, module: Any
         model_path.parent.mkdir(parents=True, exist_ok=True)
         if cfg["family"] == "geoclip" and not cfg["model"]["gallery"]:
             model.gallery = str(_write_gallery(out / "gallery.csv", dm, cfg))
+        if cfg["family"] == "g3" and cfg["model"]["references"] == "train":
+            from .g3_module import attach_training_references
+
+            attach_training_references(model, dm, int(cfg["model"]["max_references"]),
+                                       int(cfg["seed"]))
         model.save(model_path, overwrite=overwrite)
         _write_text(out / "metrics.json", json.dumps(
             {k: v for k, v in results.items() if k != "out_dir"}, indent=1))

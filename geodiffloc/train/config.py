@@ -7,7 +7,7 @@ problem as a ``ValueError`` that names the key and the allowed values, so a typo
 at once instead of being ignored after an hour of training. Sections:
 
 ``family``
-    ``"locdiff"``, ``"geoclip"`` or ``"hierloc"`` (required).
+    ``"locdiff"``, ``"geoclip"``, ``"hierloc"`` or ``"g3"`` (required).
 ``seed``, ``out_dir``, ``resume``, ``overwrite``
     Global seed (``lightning.seed_everything``), output folder, a Lightning checkpoint
     to resume from, and whether existing outputs may be replaced.
@@ -94,7 +94,7 @@ def default_config(family: str) -> dict[str, Any]:
     Parameters
     ----------
     family
-        ``"locdiff"``, ``"geoclip"`` or ``"hierloc"``.
+        ``"locdiff"``, ``"geoclip"``, ``"hierloc"`` or ``"g3"``.
 
     Returns
     -------
@@ -253,7 +253,7 @@ def load_config(
         raw = _deep_update(raw, copy.deepcopy(overrides))
     fam = raw.get("family")
     if fam is None:
-        raise ValueError(f"{where} has no 'family'; set family: locdiff, geoclip or hierloc.")
+        raise ValueError(f"{where} has no 'family'; set family: locdiff, geoclip, hierloc or g3.")
     if fam not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}; got {fam!r}.")
     cls = CONFIGS[fam]

@@ -83,8 +83,9 @@ def fit(
     seed: int = 0,
     progress: bool = True,
     callbacks: list[Any] | None = None,
+    module_options: dict[str, Any] | None = None,
 ) -> list[float]:
-    """Train ``model`` (a LocDiff, GeoCLIP or HierLoc) in place for ``steps`` optimiser steps.
+    """Train ``model`` (a LocDiff, GeoCLIP, HierLoc or G3) in place for ``steps`` optimiser steps.
 
     Parameters
     ----------
@@ -119,6 +120,8 @@ def fit(
         A progress bar on stderr.
     callbacks
         Extra Lightning callbacks.
+    module_options
+        G3: ``{"descriptions": DescriptionTable}`` (what :meth:`G3.fit` passes).
 
     Returns
     -------
@@ -139,6 +142,7 @@ def fit(
     >>> len(losses)
     3
     """
+    from ..models.g3 import G3
     from ..models.geoclip import GeoCLIP
     from ..models.hierloc import HierLoc
     from ..models.locdiff import LocDiff
@@ -147,11 +151,11 @@ def fit(
 
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1; got {steps}.")
-    if not isinstance(model, LocDiff | GeoCLIP | HierLoc):
-        raise ValueError(f"fit trains a LocDiff, a GeoCLIP or a HierLoc; got "
+    if not isinstance(model, LocDiff | GeoCLIP | HierLoc | G3):
+        raise ValueError(f"fit trains a LocDiff, a GeoCLIP, a HierLoc or a G3; got "
                          f"{type(model).__name__}.")
     is_locdiff = isinstance(model, LocDiff)
-    per_step = is_locdiff or isinstance(model, HierLoc)
+    per_step = is_locdiff or isinstance(model, HierLoc | G3)
     record = model.encoder_record or {"name": "precomputed"}
     dm = GeoDataModule.from_tensors(
         # the name only: a width mismatch is reported by the module, naming the model
@@ -170,6 +174,11 @@ def fit(
             module.anchor_sampler = anchor_sampler
     elif isinstance(model, HierLoc):
         module = HierLocModule(model, encoder=dm.encoder, optim=optim, seed=seed)
+    elif isinstance(model, G3):
+        from .g3_module import G3Module
+
+        module = G3Module(model, encoder=dm.encoder, optim=optim, seed=seed,
+                          descriptions=(module_options or {}).get("descriptions"))
     else:
         module = GeoCLIPModule(model, encoder=dm.encoder, optim=optim, seed=seed)
     rec = StepLosses(int(steps), progress=progress, desc=f"{type(model).__name__} fit")

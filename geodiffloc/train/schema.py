@@ -15,15 +15,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..models.g3 import G3
+from ..models.g3.descriptions import DESCRIPTION_LEVELS
 from ..models.geoclip import GeoCLIP
 from ..models.hierloc import HierLoc
 from ..models.locdiff import DiffusionConfig, LocDiff
 from ..models.locdiff.diffusion import RECOMMENDED_BANK, RECOMMENDED_LOSS, diffusion_loss
 
-__all__ = ["CONFIGS", "FAMILIES", "SOURCES", "GeoCLIPConfig", "HierLocConfig", "LocDiffConfig",
-           "loss_options"]
+__all__ = ["CONFIGS", "FAMILIES", "SOURCES", "G3Config", "GeoCLIPConfig", "HierLocConfig",
+           "LocDiffConfig", "loss_options"]
 
-FAMILIES = ("locdiff", "geoclip", "hierloc")
+FAMILIES = ("locdiff", "geoclip", "hierloc", "g3")
 SOURCES = ("gazetteer", "feature_store", "arrays", "csv", "folder")
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed")
 
@@ -327,6 +329,65 @@ class HierLocValidation(Section):
     beam_width: int = Field(10, ge=1)
 
 
+# -- G3 --------------------------------------------------------------------------------
+class G3ModelSection(Section):
+    """:class:`~geodiffloc.G3` arguments (``input_dim`` from the data, ``text_dim`` from the
+    text encoder), plus where the descriptions and the exported references come from.
+
+    ``text_encoder``: the encoder of the place descriptions (an encoder name; null: the
+    data's encoder, which must then be a text encoder, e.g. the gazetteer task's MiniLM).
+    ``descriptions``: ``"gazetteer"`` (reverse geocoding, ``description_levels``) or a CSV
+    path with ``lat``, ``lon`` (or ``LAT``, ``LON``) and ``description`` columns.
+    ``references``: ``"train"`` stores the training embeddings (at most
+    ``max_references``, a seeded subset) as the exported model's reference database;
+    null exports none.
+    """
+
+    embed_dim: int = Field(_ctor(G3, "embed_dim"), ge=1)
+    sigmas: list[float] = _ctor(G3, "sigmas")
+    n_freqs: int = Field(_ctor(G3, "n_freqs"), ge=1)
+    hidden_dim: int = Field(_ctor(G3, "hidden_dim"), ge=1)
+    temperature: float = Field(_ctor(G3, "temperature"), gt=0.0)
+    queue_size: int = Field(_ctor(G3, "queue_size"), ge=0)
+    batch_noise_m: float = Field(_ctor(G3, "batch_noise_m"), ge=0.0)
+    queue_noise_m: float = Field(_ctor(G3, "queue_noise_m"), ge=0.0)
+    loss_weights: list[float] = Field(_ctor(G3, "loss_weights"), min_length=3, max_length=3)
+    text_encoder: str | None = None
+    text_encoder_path: str | None = None
+    descriptions: str = "gazetteer"
+    description_levels: list[str] = Field(list(DESCRIPTION_LEVELS), min_length=1)
+    references: Literal["train"] | None = "train"
+    max_references: int = Field(100_000, ge=1)
+    init: str | None = None
+
+    @field_validator("description_levels")
+    @classmethod
+    def _levels(cls, v: list[str]) -> list[str]:
+        bad = [x for x in v if x not in DESCRIPTION_LEVELS]
+        if bad:
+            raise ValueError(f"model.description_levels: unknown level(s) {bad}; allowed: "
+                             f"{list(DESCRIPTION_LEVELS)}.")
+        return v
+
+
+class G3Optim(Section):
+    """Adam over the heads, the location encoder and the logit scales."""
+
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-6, ge=0.0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class G3Validation(Section):
+    """``gallery``: GPS retrieval over the distinct training locations (query–GPS
+    similarity, as GeoCLIP's validation); at most ``max_gallery`` of them."""
+
+    method: Literal["gallery"] = "gallery"
+    max_gallery: int = Field(100_000, ge=1)
+
+
 # -- whole configs -----------------------------------------------------------------------
 class _Common(Section):
     family: str
@@ -390,8 +451,17 @@ class HierLocConfig(_Common):
     validation: HierLocValidation = Field(default_factory=HierLocValidation)
 
 
+class G3Config(_Common):
+    """A complete G3 training config."""
+
+    family: Literal["g3"] = "g3"
+    model: G3ModelSection = Field(default_factory=G3ModelSection)
+    optim: G3Optim = Field(default_factory=G3Optim)
+    validation: G3Validation = Field(default_factory=G3Validation)
+
+
 CONFIGS: dict[str, type[_Common]] = {"locdiff": LocDiffConfig, "geoclip": GeoCLIPConfig,
-                                     "hierloc": HierLocConfig}
+                                     "hierloc": HierLocConfig, "g3": G3Config}
 
 
 class _UnknownKeys(ValueError):

@@ -139,7 +139,7 @@ def test_file_errors(tmp_path):
                          ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path):
     cfg = load_config(path)
-    assert cfg["family"] in ("locdiff", "geoclip", "hierloc")
+    assert cfg["family"] in ("locdiff", "geoclip", "hierloc", "g3")
     # every key the file sets survives unchanged (numbers up to coercion)
     raw = yaml.safe_load(path.read_text())
     for section, values in raw.items():

@@ -136,7 +136,7 @@ def test_fit_refuses_bad_arguments():
     with pytest.raises(ValueError, match="steps must be >= 1"):
         fit(LocDiff(L=2, cond_dim=4, widths=(8,)), torch.zeros(4, 4), torch.zeros(4, 2),
             steps=0)
-    with pytest.raises(ValueError, match="a LocDiff, a GeoCLIP or a HierLoc"):
+    with pytest.raises(ValueError, match="a LocDiff, a GeoCLIP, a HierLoc or a G3"):
         fit(torch.nn.Linear(2, 2), torch.zeros(4, 2), torch.zeros(4, 2))
     with pytest.raises(ValueError, match="takes 4-d inputs but the data are 6-d"):
         fit(LocDiff(L=2, cond_dim=4, widths=(8,)), torch.zeros(4, 6), torch.zeros(4, 2),
