@@ -111,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    try:  # the numba kernels use their own thread pool
+        import numba
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
     L = args.L or (47 if args.quick else 127)
     n = 4 if args.quick else 16
     sys.path.insert(0, str(HERE))
