@@ -39,9 +39,16 @@ MARKER = "<!-- benchmark record written by benchmarks/_record.py; do not edit by
 
 
 def git_commit(root: Path = ROOT) -> tuple[str, bool | None]:
-    """``(short hash, working tree dirty?)``; outside git, the commit a copied tree was
-    taken from if ``GEODIFFLOC_BENCH_COMMIT`` names it (e.g. a remote GPU box that gets
-    the files but not ``.git``), else ``("unknown", None)``."""
+    """``(short hash, working tree dirty?)``.
+
+    ``GEODIFFLOC_BENCH_COMMIT`` overrides git: a tree copied to another machine (a GPU
+    box) may carry a stale ``.git``, so the sender names the commit its files are at.
+    Outside git and without it: ``("unknown", None)``.
+    """
+    copied = os.environ.get("GEODIFFLOC_BENCH_COMMIT", "")
+    if copied:
+        return f"{copied} (files copied from it to this machine)", None
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
                               check=True).stdout.strip()
@@ -49,8 +56,7 @@ def git_commit(root: Path = ROOT) -> tuple[str, bool | None]:
         commit = git("rev-parse", "--short=12", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.CalledProcessError):
-        copied = os.environ.get("GEODIFFLOC_BENCH_COMMIT", "")
-        return (f"{copied} (files copied from it, no .git)", None) if copied else ("unknown", None)
+        return "unknown", None
     return commit, dirty
 
 
