@@ -79,19 +79,19 @@ def log_partition(coeffs: torch.Tensor, L: int, *, margin: float = 40.0,
     dev = c.device
     rule = _bulk_rule(L, 1)
     if _sh_numba.available() and dev.type == "cpu":
-        f = torch.stack([_tensor_field(v, L, rule.lat, rule.lon) for v in c])
+        f = torch.from_numpy(np.stack([_tensor_field(v, L, rule.lat, rule.lon) for v in c]))
     else:
         f = synthesize(c, L, rule.lat, rule.lon)  # (n, n_lat, n_lon)
-    log_w = rule.log_w_t(dev)
-    bulk_log_z = torch.logsumexp((f + log_w).flatten(1), dim=1)
+    bulk_log_z = torch.logsumexp((f + torch.as_tensor(rule.log_w, device=dev)[:, None])
+                                 .flatten(1), dim=1)
     flat = f.flatten(1)
     fmax, medians = flat.amax(1), flat.median(1).values
     peaks = _peaks(c, L, f, fmax, medians, rule, margin)
-    out = bulk_log_z.clone()
+    out = bulk_log_z.cpu().numpy()
+    # The per-vector work below is on small arrays: NumPy, on the host, whatever the device.
     for i in range(c.shape[0]):
         sel = peaks.owner == i
-        assess = functools.partial(_unresolved, peaks, sel, float(bulk_log_z[i]),
-                                   float(medians[i]))
+        assess = functools.partial(_unresolved, peaks, sel, float(out[i]), float(medians[i]))
         unresolved = assess(rule.spacing)
         if not unresolved.any():
             continue  # the bulk grid resolves everything that matters
@@ -102,40 +102,45 @@ def log_partition(coeffs: torch.Tensor, L: int, *, margin: float = 40.0,
                   and not assess(rule.spacing / k).any()), 1)
         if r > 1:
             fine = _bulk_rule(L, r)
-            fi = _tensor_field(c[i], L, fine.lat, fine.lon)
-            out[i] = torch.logsumexp((fi + fine.log_w_t(dev)).flatten(), dim=0)
+            out[i] = _logsumexp(_tensor_field(c[i], L, fine.lat, fine.lon)
+                                + fine.log_w[:, None])
             continue
         boxes = _boxes(peaks, sel, unresolved, float(fmax[i]), float(medians[i]), rule,
                        margin, L, max_nodes)
         # The bulk nodes inside some box's rectangle keep only their share of weight:
         # Z = Z_bulk - (window as is) + (window shared) + boxes.
         rows, cols = _window(boxes, rule)
-        lat_g = torch.as_tensor(rule.lat, device=dev)[rows][:, None]
-        lon_g = torch.as_tensor(rule.lon, device=dev)[cols][None, :]
-        g = f[i][rows[:, None], cols[None, :]] + log_w[rows]
-        chi = torch.stack([b.chi(lat_g, lon_g) for b in boxes])
-        plus = [(g + _log_share(None, chi)).flatten()]
+        g = (f[i][torch.as_tensor(rows, device=dev)][:, torch.as_tensor(cols, device=dev)]
+             .cpu().numpy() + rule.log_w[rows][:, None])
+        lat_g, lon_g = rule.lat[rows][:, None], rule.lon[cols][None, :]
+        chi = np.stack([b.chi(lat_g, lon_g) for b in boxes])
+        plus = [_logsumexp(g + _log_share(None, chi))]
         for j, b in enumerate(boxes):
-            lat_n, lon_n, lw = b.nodes(L, dev)
+            lat_n, lon_n, lw = b.nodes()
             fb = _tensor_field(c[i], L, lat_n, lon_n)
-            lat_t = torch.as_tensor(lat_n, device=dev)[:, None]
-            lon_t = torch.as_tensor(lon_n, device=dev)[None, :]
-            chi_b = torch.stack([o.chi(lat_t, lon_t) for o in boxes])
-            plus.append((fb + lw + _log_share(j, chi_b)).flatten())
-        out[i] = _log_diff(torch.logaddexp(bulk_log_z[i], torch.logsumexp(torch.cat(plus), 0)),
-                           torch.logsumexp(g.flatten(), 0))
-    return out
+            chi_b = np.stack([o.chi(lat_n[:, None], lon_n[None, :]) for o in boxes])
+            plus.append(_logsumexp(fb + lw + _log_share(j, chi_b)))
+        total = np.logaddexp(out[i], _logsumexp(np.array(plus)))
+        out[i] = _log_diff(total, _logsumexp(g))
+    return torch.as_tensor(out, device=dev)
 
 
-def _log_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _logsumexp(x: np.ndarray) -> float:
+    top = float(np.max(x))
+    if not np.isfinite(top):
+        return top
+    return top + math.log(float(np.sum(np.exp(x - top))))
+
+
+def _log_diff(a: float, b: float) -> float:
     """``log(exp(a) - exp(b))`` for ``a >= b`` (equal within rounding gives the floor)."""
-    return a + torch.log1p(-torch.exp((b - a).clamp_max(0.0))).clamp_min(-745.0)
+    return a + max(math.log1p(-math.exp(min(b - a, 0.0))) if b < a else -745.0, -745.0)
 
 
-def _tensor_field(c: torch.Tensor, L: int, lat: np.ndarray, lon: np.ndarray) -> torch.Tensor:
+def _tensor_field(c: torch.Tensor, L: int, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     """``f`` of one vector on the tensor grid ``lat x lon`` (any spacing), float64."""
     if not (_sh_numba.available() and c.device.type == "cpu"):
-        return synthesize(c[None], L, lat, lon)[0]
+        return synthesize(c[None], L, lat, lon)[0].cpu().numpy()
     a, b = _sh_numba.fourier_rows(lat, c.numpy(), L)
     n_lon = lon.size
     step = float(lon[1] - lon[0]) if n_lon > 1 else 0.0
@@ -145,9 +150,9 @@ def _tensor_field(c: torch.Tensor, L: int, lat: np.ndarray, lon: np.ndarray) -> 
         m = np.arange(L + 1)
         spec = (a - 1j * b) * np.exp(1j * m * np.deg2rad(lon[0]))[None, :] * (n_lon / 2.0)
         spec[:, 0] *= 2.0
-        return torch.from_numpy(np.fft.irfft(spec, n=n_lon, axis=1))
+        return np.fft.irfft(spec, n=n_lon, axis=1)
     ang = np.arange(L + 1)[:, None] * np.deg2rad(lon)[None, :]
-    return torch.from_numpy(a @ np.cos(ang) + b @ np.sin(ang))
+    return a @ np.cos(ang) + b @ np.sin(ang)
 
 
 # -- the bulk grid -------------------------------------------------------------------------
@@ -157,9 +162,6 @@ class _Rule:
     lon: np.ndarray  # (n_lon,) uniform, degrees
     log_w: np.ndarray  # (n_lat,) log weight of a node in each row (steradians)
     spacing: float  # largest node spacing, radians
-
-    def log_w_t(self, dev: torch.device) -> torch.Tensor:
-        return torch.as_tensor(self.log_w, device=dev)[:, None]
 
 
 @functools.lru_cache(maxsize=16)
@@ -250,14 +252,12 @@ def _hessian(c: torch.Tensor, L: int, p: torch.Tensor, delta: torch.Tensor
 
 
 # -- boxes ---------------------------------------------------------------------------------
-def _bump(t: torch.Tensor) -> torch.Tensor:
+def _bump(t: np.ndarray) -> np.ndarray:
     """C-infinity step: 1 for ``t <= 0``, 0 for ``t >= 1``."""
-    t = t.clamp(0.0, 1.0)
-
-    def g(x: torch.Tensor) -> torch.Tensor:
-        return torch.where(x > 0, torch.exp(-1.0 / x.clamp_min(1e-300)), torch.zeros_like(x))
-
-    a, b = g(1.0 - t), g(t)
+    t = np.clip(t, 0.0, 1.0)
+    with np.errstate(divide="ignore"):
+        a = np.where(t < 1, np.exp(-1.0 / np.maximum(1.0 - t, 1e-300)), 0.0)
+        b = np.where(t > 0, np.exp(-1.0 / np.maximum(t, 1e-300)), 0.0)
     return a / (a + b)
 
 
@@ -288,20 +288,20 @@ class _Box:
     n_lat: int  # core nodes along latitude
     n_lon: int  # core nodes along longitude (or all longitudes of a polar cap)
 
-    def chi(self, lat_deg: torch.Tensor, lon_deg: torch.Tensor) -> torch.Tensor:
-        lat = torch.deg2rad(lat_deg)
+    def chi(self, lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
+        lat = np.deg2rad(lat_deg)
         lo, hi = self.lat_core
         e_lo, e_hi = self.lat_edge
-        t_lat = torch.maximum((lo - lat) / max(lo - e_lo, 1e-300),
-                              (lat - hi) / max(e_hi - hi, 1e-300))
+        t_lat = np.maximum((lo - lat) / max(lo - e_lo, 1e-300),
+                           (lat - hi) / max(e_hi - hi, 1e-300))
         chi = _bump(t_lat)
         if self.full_lon:
-            return chi.expand(torch.broadcast_shapes(lat.shape, lon_deg.shape))
-        dlon = torch.remainder(torch.deg2rad(lon_deg) - self.lon_c + math.pi, 2 * math.pi) - math.pi
-        t_lon = (dlon.abs() - self.lon_core) / (self.lon_edge - self.lon_core)
+            return np.broadcast_to(chi, np.broadcast_shapes(lat.shape, np.shape(lon_deg)))
+        dlon = np.remainder(np.deg2rad(lon_deg) - self.lon_c + math.pi, 2 * math.pi) - math.pi
+        t_lon = (np.abs(dlon) - self.lon_core) / (self.lon_edge - self.lon_core)
         return chi * _bump(t_lon)
 
-    def nodes(self, L: int, dev: torch.device) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    def nodes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Latitudes and longitudes (degrees) of the box's tensor rule and its log weights."""
         panels = []
         if self.lat_core[0] > self.lat_edge[0]:
@@ -322,7 +322,7 @@ class _Box:
             w_lon = np.concatenate([p[1] for p in parts])
         keep = w_lat > 0  # a node exactly at a pole has no area
         log_w = np.log(w_lat[keep])[:, None] + np.log(w_lon)[None, :]
-        return np.rad2deg(lat[keep]), lon, torch.as_tensor(log_w, device=dev)
+        return np.rad2deg(lat[keep]), lon, log_w
 
 
 def _unresolved(peaks: _Peaks, sel: np.ndarray, bulk_log_z: float, median: float,
@@ -402,7 +402,7 @@ def _band(lat_p: float, core: float, T: float, s: float, sigma: float, L: int,
                 int(min(n_lon, 8 * max_nodes)))
 
 
-def _window(boxes: list[_Box], rule: _Rule) -> tuple[torch.Tensor, torch.Tensor]:
+def _window(boxes: list[_Box], rule: _Rule) -> tuple[np.ndarray, np.ndarray]:
     """Rows and columns of the bulk grid that any box reaches."""
     lat = np.deg2rad(rule.lat)
     rows = np.zeros(lat.size, bool)
@@ -415,11 +415,11 @@ def _window(boxes: list[_Box], rule: _Rule) -> tuple[torch.Tensor, torch.Tensor]
         else:
             d = np.abs(np.remainder(lon - b.lon_c + math.pi, 2 * math.pi) - math.pi)
             cols |= d <= b.lon_edge
-    return torch.from_numpy(np.nonzero(rows)[0]), torch.from_numpy(np.nonzero(cols)[0])
+    return np.nonzero(rows)[0], np.nonzero(cols)[0]
 
 
-def _log_share(j: int | None, chi: torch.Tensor) -> torch.Tensor:
+def _log_share(j: int | None, chi: np.ndarray) -> np.ndarray:
     """``log`` of the partition-of-unity weight: the bulk's (``j=None``) or box ``j``'s."""
-    psi = torch.prod(1.0 - chi, dim=0)
-    norm = psi + chi.sum(0)
-    return torch.log(psi if j is None else chi[j]) - torch.log(norm)
+    psi = np.prod(1.0 - chi, axis=0)
+    with np.errstate(divide="ignore"):
+        return np.log(psi if j is None else chi[j]) - np.log(psi + chi.sum(0))
