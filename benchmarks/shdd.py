@@ -27,11 +27,7 @@ Timings on a shared machine vary with its load: compare ratios within one run.
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
-import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -284,24 +280,6 @@ def bench_round_trip(n: int, n_127: int) -> None:
            "20000/L km", "width_km", "ms/point"], rows)
 
 
-def header(args: argparse.Namespace) -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=Path(__file__).parent, check=False).stdout.strip()
-    except OSError:
-        commit = "unknown"
-    load = os.getloadavg()
-    busy = load[0] > (os.cpu_count() or 1)
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return (f"# SHDD benchmark{' (--quick)' if args.quick else ''}\n\n"
-            f"commit {commit or 'unknown'}, {now}, {platform.node()} ({os.cpu_count()} CPUs, "
-            f"{platform.processor() or platform.machine()}), torch {torch.__version__}, "
-            f"{torch.get_num_threads()} torch threads, numba kernel "
-            f"{'on' if H._sh_numba.available() else 'off'}, load average {load[0]:.1f} / "
-            f"{load[1]:.1f} / {load[2]:.1f} at the start"
-            f"{' (BUSY: timings pessimistic; compare ratios)' if busy else ''}.\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (< 2 min)")
@@ -315,7 +293,6 @@ def main() -> None:
 
     # the record (benchmarks/_record.py) heads the file with commit, machine, threads, load
     with record("shdd", "SHDD speed and resolution (shdd.py)", quick=args.quick, out=args.out):
-        print(header(args))
         q = args.quick
         per_point = bench_harmonics(n=100_000, n_ref=500 if q else 2000)
         bench_encode(20_000 if q else 100_000, per_point)
