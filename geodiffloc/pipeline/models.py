@@ -17,9 +17,14 @@ a path to a ``.safetensors`` checkpoint
 ``"locdiff-h:PATH"``
     LocDiff-H: the LocDiff checkpoint at ``PATH`` proposes candidates, the official
     GeoCLIP reranks them within 200 km (both must read the same images).
+``"hierloc:PATH"`` (or a HierLoc checkpoint path)
+    A :class:`~geodiffloc.HierLoc`: the most probable leaf entity (its centroid) per
+    input, its probability as the confidence, the entity and its ancestors as
+    ``place`` ("city, admin-2, admin-1, country"), and the leaf masses spread over
+    the grid as the field.
 a model object
-    A :class:`~geodiffloc.LocDiff`, :class:`~geodiffloc.GeoCLIP` or
-    :class:`~geodiffloc.LocDiffH`.
+    A :class:`~geodiffloc.LocDiff`, :class:`~geodiffloc.GeoCLIP`,
+    :class:`~geodiffloc.LocDiffH` or :class:`~geodiffloc.HierLoc`.
 
 :func:`resolve_runner` turns any of these into a :class:`Runner`: the model, its
 encoder, the input modality, a fingerprint that keys resumable outputs, and one
@@ -43,7 +48,7 @@ __all__ = ["MODEL_NAMES", "Runner", "resolve_runner"]
 
 #: The model names ``--model`` / ``model=`` accept (besides checkpoint paths and objects).
 MODEL_NAMES: tuple[str, ...] = ("default", "locdiff", "locdiff-h", "geoclip",
-                                "geoclip-official")
+                                "geoclip-official", "hierloc")
 
 #: The image backbone of the official GeoCLIP (open_clip config / pretrained tag).
 OFFICIAL_BACKBONE = ("ViT-L-14", "openai")
@@ -55,13 +60,13 @@ _LOADED: dict[Any, Runner] = {}
 def _unknown(spec: str) -> ValueError:
     return ValueError(
         f"unknown model {spec!r}: give 'default', a checkpoint path (.safetensors), or one of "
-        f"{', '.join(MODEL_NAMES)} (locdiff:PATH, geoclip:PATH and locdiff-h:PATH name a "
-        "checkpoint)."
+        f"{', '.join(MODEL_NAMES)} (locdiff:PATH, geoclip:PATH, locdiff-h:PATH and "
+        "hierloc:PATH name a checkpoint)."
     )
 
 
 def _checkpoint_family(path: Path) -> str:
-    """``"geoclip"`` for a GeoCLIP checkpoint, else ``"locdiff"``.
+    """``"geoclip"`` / ``"hierloc"`` for a GeoCLIP / HierLoc checkpoint, else ``"locdiff"``.
 
     Anything that is not clearly a GeoCLIP checkpoint (a LocDiff one, a damaged or
     foreign file) goes to ``LocDiff.load``, whose checks name what is wrong with it.
@@ -76,6 +81,8 @@ def _checkpoint_family(path: Path) -> str:
         fmt = meta.get("format") or json.loads(meta.get("config", "{}")).get("format", "")
     except Exception:  # unreadable: LocDiff.load says why
         return "locdiff"
+    if str(fmt).startswith("geodiffloc.hierloc"):
+        return "hierloc"
     return "geoclip" if str(fmt).startswith("geodiffloc.geoclip") else "locdiff"
 
 
@@ -87,6 +94,14 @@ def _parse(spec: str) -> tuple[str, str | None]:
         return "default", None
     if low == "geoclip-official":
         return "geoclip-official", None
+    if low == "hierloc" or low.startswith("hierloc:"):
+        path = text[len("hierloc:"):] if ":" in low else ""
+        if not path:
+            raise ValueError(f"model {spec!r} needs a HierLoc checkpoint: hierloc:PATH (train "
+                             "one with `geodiffloc train hierloc`).")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"model checkpoint {path!r} (in {spec!r}) does not exist.")
+        return "hierloc", path
     for fam in ("locdiff-h", "locdiff", "geoclip"):
         if low.startswith(fam + ":"):
             path = text[len(fam) + 1:]
@@ -148,7 +163,7 @@ class Runner:
     Attributes
     ----------
     kind
-        ``"locdiff"``, ``"geoclip"`` or ``"locdiff-h"``.
+        ``"locdiff"``, ``"geoclip"``, ``"locdiff-h"`` or ``"hierloc"``.
     model, encoder
         The model object and the encoder of raw inputs (GeoCLIP: its image backbone).
     modality
@@ -238,6 +253,8 @@ class Runner:
         """
         if self.kind == "geoclip":
             return self._geoclip(items, field, resolution, progress)
+        if self.kind == "hierloc":
+            return self._hierloc(items, field, resolution)
         if self.kind == "locdiff-h":
             return self._hybrid(items, field, resolution, n_samples, sampler, steps, seed,
                                 progress)
@@ -274,6 +291,23 @@ class Runner:
         preds = preds.drop(columns=["query"]).rename(columns={"prob": "confidence"})
         fld = gc.probability_map(q, resolution=resolution, input_kind="head",
                                  progress=progress) if field else None
+        return preds.reset_index(drop=True), fld
+
+    def _hierloc(self, items: list[Any], field: bool, resolution: float) -> tuple[Any, Any]:
+        """HierLoc: the top leaf entity per item, and the leaf masses spread over the grid."""
+        model = self.model
+        if self.encoder is None:
+            raise ValueError("this HierLoc has no encoder for raw inputs; pass encoder= (the "
+                             "encoder of its training embeddings).")
+        x = self.encoder.encode(items, batch_size=64, progress=False)
+        preds = model.predict(x)
+        names = [preds[lv].to_numpy(object) for lv in reversed(model.hierarchy.level_names)
+                 if lv in preds]
+        place = [", ".join(dict.fromkeys(str(v[i]) for v in names if v[i]))
+                 for i in range(len(preds))]
+        preds = preds.rename(columns={"prob": "confidence"}).assign(place=place)
+        preds = preds[["lat", "lon", "confidence", "place", "entity_id", "geometry"]]
+        fld = model.probability_map(x, resolution=resolution) if field else None
         return preds.reset_index(drop=True), fld
 
     def _hybrid(self, items: list[Any], field: bool, resolution: float, n_samples: int,
@@ -379,6 +413,12 @@ def _build(family: str, path: str | None, backbone: Any, *, progress: bool,
             model.set_backbone(backbone if not isinstance(backbone, os.PathLike)
                                else os.fspath(backbone))
         return Runner("geoclip", model, getattr(model, "_backbone", None), str(path), recipe)
+    if family == "hierloc":
+        from ..models.hierloc import HierLoc
+
+        model = HierLoc.load(path)  # type: ignore[arg-type]
+        enc = encoder if encoder is not None else _encoder_for(model)
+        return Runner("hierloc", model, enc, f"hierloc:{path}", recipe)
     if family == "geoclip-official":
         model = _official_geoclip(backbone)
         return Runner("geoclip", model, model.backbone, "geoclip-official", recipe)
@@ -401,7 +441,8 @@ def resolve_runner(model: Any = None, *, encoder: Any = None, backbone: Any = No
     model
         See the module notes: ``None``/``"default"``/``"locdiff"``, a checkpoint path,
         ``"locdiff:PATH"``, ``"geoclip:PATH"``, ``"geoclip-official"``,
-        ``"locdiff-h:PATH"``, or a LocDiff / GeoCLIP / LocDiffH object.
+        ``"locdiff-h:PATH"``, ``"hierloc:PATH"``, or a LocDiff / GeoCLIP / LocDiffH /
+        HierLoc object.
     encoder
         The encoder of raw inputs (default: rebuilt from the name the model recorded;
         for GeoCLIP: its backbone). An encoder *object* makes the runner pickle as
@@ -446,14 +487,16 @@ def resolve_runner(model: Any = None, *, encoder: Any = None, backbone: Any = No
         # an explicit encoder object: checked, used, and shipped as an object
         if runner.kind == "geoclip":
             runner.model.set_backbone(encoder)
+        elif runner.kind == "hierloc":
+            check_encoder_matches(runner.model.encoder_record, encoder)
         else:
             ld = runner.model if runner.kind == "locdiff" else runner.model.locdiff
             check_encoder_matches(ld.encoder_record, encoder)
         return Runner(runner.kind, runner.model, encoder, runner.label)
     kind = _object_kind(model)
-    if kind == "locdiff":
+    if kind in ("locdiff", "hierloc"):
         if encoder is None:
-            encoder = _encoder_for(model)
+            encoder = getattr(model, "_encoder", None) or _encoder_for(model)
         check_encoder_matches(model.encoder_record, encoder)
     elif kind == "locdiff-h":
         encoder = encoder or model.geoclip.backbone
@@ -471,8 +514,11 @@ def _object_kind(model: Any) -> str:
         return "locdiff"
     if hasattr(model, "embed_queries") and hasattr(model, "gallery_embeddings"):
         return "geoclip"
+    if hasattr(model, "entity_logits") and hasattr(model, "hierarchy"):
+        return "hierloc"
     raise ValueError(
-        f"model must be a LocDiff, GeoCLIP or LocDiffH object, a checkpoint path or one of "
+        f"model must be a LocDiff, GeoCLIP, LocDiffH or HierLoc object, a checkpoint path or "
+        "one of "
         f"{', '.join(MODEL_NAMES)}; got {type(model).__name__}."
     )
 

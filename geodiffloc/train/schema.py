@@ -310,6 +310,7 @@ class HierLocModelSection(Section):
     n_edges: int = Field(_ctor(HierLoc, "n_edges"), ge=1)
     n_negatives: int | None = Field(_ctor(HierLoc, "n_negatives"), ge=1)
     n_near: int = Field(_ctor(HierLoc, "n_near"), ge=1)
+    entity_init: Literal["geo", "random"] = _ctor(HierLoc, "entity_init")
     init: str | None = None
 
 

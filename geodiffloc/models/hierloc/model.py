@@ -25,9 +25,12 @@ from ..base import Geolocator, points_frame, read_checkpoint
 from .lorentz import expmap0, lorentz_distance, squash_to_ball
 from .loss import geo_weighted_contrastive_loss, norm_order_loss, parent_choice_loss
 
-__all__ = ["DEFAULT_SIGMA_KM", "HierLoc"]
+__all__ = ["DEFAULT_SIGMA_KM", "GEO_INIT_NOISE", "HierLoc"]
 
 FORMAT = "geodiffloc.hierloc/1"
+
+#: Scale of the random part of the ``entity_init="geo"`` directions.
+GEO_INIT_NOISE = 0.02
 
 #: Default distance scale σ (km) of the geo-weighted targets, by level (finer levels
 #: repeat the last value): country, admin-1, admin-2, city.
@@ -87,6 +90,12 @@ class HierLoc(nn.Module, Geolocator):
     n_near
         Geographically nearest entities (by centroid, same level) kept in the sample
         next to each true entity.
+    entity_init
+        Initial directions of the entities: ``"geo"`` (default) puts the unit vector
+        of an entity's centroid in the first 3 tangent coordinates (plus noise of
+        scale :data:`GEO_INIT_NOISE`), so geographically near entities start near each
+        other and an entity that no training item names stays near its neighbours;
+        ``"random"``: uniform random directions. Radii grow with the level either way.
     encoder
         Optional :class:`~geodiffloc.encoders.Encoder` so that :meth:`predict` takes raw
         inputs (texts, images); its name and width are recorded in checkpoints.
@@ -126,6 +135,7 @@ class HierLoc(nn.Module, Geolocator):
         n_edges: int = 1024,
         n_negatives: int | None = None,
         n_near: int = 8,
+        entity_init: Literal["geo", "random"] = "geo",
         encoder: Any = None,
         seed: int | None = 0,
     ) -> None:
@@ -142,6 +152,9 @@ class HierLoc(nn.Module, Geolocator):
         self.n_negatives = (None if n_negatives is None
                             else check_positive_int(n_negatives, "n_negatives"))
         self.n_near = check_positive_int(n_near, "n_near")
+        if entity_init not in ("geo", "random"):
+            raise ValueError(f"entity_init must be 'geo' or 'random'; got {entity_init!r}.")
+        self.entity_init = str(entity_init)
         for name, v, lo in (("temperature", temperature, 0.0), ("max_radius", max_radius, 0.0)):
             if not (math.isfinite(float(v)) and float(v) > lo):
                 raise ValueError(f"{name} must be a finite number > {lo}; got {v!r}.")
@@ -171,11 +184,18 @@ class HierLoc(nn.Module, Geolocator):
 
         gen = torch.Generator().manual_seed(0 if seed is None else int(seed))
         self.manifold = geoopt.Lorentz(k=1.0)
-        # initial radius grows with the level (coarse entities near the origin), in
-        # random directions; small enough that every entity starts within reach
+        # initial radius grows with the level (coarse entities near the origin); small
+        # enough that every entity starts within reach. Directions: random, or ("geo")
+        # the centroid's unit vector in the first 3 coordinates plus a little noise, so
+        # that entities no training item ever names start next to their neighbours
         lev = torch.as_tensor(hierarchy.level, dtype=torch.float32)
         radius = 0.5 + 0.5 * lev
-        direction = F.normalize(torch.randn(len(hierarchy), self.embed_dim, generator=gen), dim=1)
+        noise = torch.randn(len(hierarchy), self.embed_dim, generator=gen)
+        if self.entity_init == "geo" and self.embed_dim >= 3:
+            xyz = latlon_to_xyz(torch.as_tensor(hierarchy.latlon, dtype=torch.float64)).float()
+            pad = torch.zeros(len(hierarchy), self.embed_dim - 3)
+            noise = torch.cat([xyz, pad], dim=1) + GEO_INIT_NOISE * noise
+        direction = F.normalize(noise, dim=1)
         init = expmap0(direction * radius[:, None])
         self.entities = geoopt.ManifoldParameter(init, manifold=self.manifold)
         head = nn.Sequential(nn.Linear(self.input_dim, self.hidden_dim), nn.GELU(),
@@ -809,6 +829,7 @@ class HierLoc(nn.Module, Geolocator):
             "geo_weight": self.geo_weight, "level_weights": list(self.level_weights),
             "consistency_weight": self.consistency_weight, "margin": self.margin,
             "n_edges": self.n_edges, "n_negatives": self.n_negatives, "n_near": self.n_near,
+            "entity_init": self.entity_init,
             "encoder": dict(self.encoder_record),
             "hierarchy": meta,
         }
@@ -842,7 +863,8 @@ class HierLoc(nn.Module, Geolocator):
                     geo_weight=cfg["geo_weight"], level_weights=cfg["level_weights"],
                     consistency_weight=cfg["consistency_weight"], margin=cfg["margin"],
                     n_edges=cfg["n_edges"], n_negatives=cfg.get("n_negatives"),
-                    n_near=cfg.get("n_near", 8), seed=0)
+                    n_near=cfg.get("n_near", 8),
+                    entity_init=cfg.get("entity_init", "random"), seed=0)
         model.encoder_record = dict(cfg.get("encoder") or {})
         if encoder is not None:
             model.set_encoder(encoder)
