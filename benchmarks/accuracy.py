@@ -47,10 +47,11 @@ ceiling for point predictions. ``embeddings`` is what a model stores to answer a
 generates) and ``ms/query`` the query latency (one process, batch of all test
 places, no training).
 
-Budget: the default run trains LocDiff for 3000 steps and GeoCLIP for 1000 (each well
-inside 15 minutes on 2 CPU cores); the DDPM-200 rows use the first ``n_ddpm`` test places
-only (the ``n`` column says how many); the whole run takes about 30-40 minutes on 2 idle
-cores (2 torch threads), ``--quick`` about 5; on a loaded machine both take
+Budget: the default run trains LocDiff for 3000 steps, GeoCLIP for 1000 and HierLoc for
+2000 (each inside ~15 minutes on 2 CPU cores); the DDPM-200 rows use the first ``n_ddpm``
+test places only (the ``n`` column says how many); the whole run takes about 40-50
+minutes on 2 idle cores (2 torch threads), 20-25 per split when the splits run as two
+processes on a larger machine, ``--quick`` about 5; on a loaded machine both take
 proportionally longer (the log on stderr gives the time of every phase). The MiniLM
 embeddings are cached on disk, so a second run skips them.
 
@@ -122,9 +123,9 @@ class Budget:
 
 
 DEFAULT = Budget()
-QUICK = Budget(n_train=3000, n_test=100, samples=8, steps23=600, n_ddpm=30, steps47=100,
-               n47=30, geoclip_steps=300, cls_epochs=20, n_cells=512, hier_steps=300,
-               hier_min_population=50000, hier_negatives=1024)
+QUICK = Budget(n_train=3000, n_test=100, samples=8, steps23=400, n_ddpm=30, steps47=100,
+               n47=30, geoclip_steps=200, cls_epochs=15, n_cells=512, hier_steps=300,
+               hier_min_population=50000, hier_negatives=512)
 
 
 def log(msg: str) -> None:
