@@ -396,7 +396,8 @@ def hierloc_rows(model: Any, xt: torch.Tensor, yt: np.ndarray, clock: dict[str, 
                  scorer: HierarchyScorer) -> list[Row]:
     """HierLoc, flat and beam: the top city's centroid, and each level's top entity."""
     rows = []
-    levels = [i.cpu().numpy() for i in model._level_index]
+    lev = model.hierarchy.level
+    levels = [np.flatnonzero(lev == k) for k in range(model.hierarchy.n_levels)]
     for method in ("flat", "beam"):
         key = f"HierLoc {method} inference"
         with timed(key, clock):

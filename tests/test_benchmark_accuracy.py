@@ -83,7 +83,7 @@ def test_split_records_merge_into_one_report(acc, tmp_path, monkeypatch):
     b = acc.QUICK
     args = argparse.Namespace(quick=True, seed=0, models=["nn", "hierloc"], device="cpu")
     for split, shift in (("random", 0.0), ("region", 5.0)):
-        pred = yt + [shift, 0.0]
+        pred = yt + np.array([shift, 0.0])
         rows = [acc.row("HierLoc", "flat", pred, yt, 0.01, scorer=sc, stored=(9, 33))]
         info = {"n_train": 10, "n_test": 2, "encoder": "x", "entities": len(h),
                 "level_counts": [2, 2, 1, 4], "coverage": sc.coverage(), "minutes": 0.1}
