@@ -119,13 +119,14 @@ class Budget:
     n_cells: int = 1024             # equal-area cells (~700 km wide)
     hier_steps: int = 2000          # HierLoc optimiser steps (batch 256)
     hier_min_population: int = 15000  # cities in the HierLoc hierarchy (~42k entities)
-    hier_negatives: int = 2048      # HierLoc sampled negatives per level and step
+    hier_negatives: int = 1024      # HierLoc sampled negatives per level and step
+    hier_edges: int = 256           # HierLoc parent-child edges per step (hierarchy terms)
 
 
 DEFAULT = Budget()
 QUICK = Budget(n_train=3000, n_test=100, samples=8, steps23=400, n_ddpm=30, steps47=100,
                n47=30, geoclip_steps=200, cls_epochs=15, n_cells=512, hier_steps=300,
-               hier_min_population=50000, hier_negatives=512)
+               hier_min_population=50000, hier_negatives=512, hier_edges=1024)
 
 
 def log(msg: str) -> None:
@@ -215,12 +216,17 @@ def benchmark_hierarchy(b: Budget, clock: dict[str, float]) -> Any:
 
 def train_hierloc(task: Any, hierarchy: Any, b: Budget, seed: int, clock: dict[str, float],
                   device: str = "cpu") -> Any:
-    """HierLoc with the shipped config's sizes and rates, sampled negatives, via ``fit``."""
+    """HierLoc with the shipped config's sizes and rates, sampled negatives, via ``fit``.
+
+    The budget's ``hier_negatives`` and ``hier_edges`` set the step's cost: on 2 CPU
+    cores the parent-choice term over ``n_edges x n_negatives`` pairs dominates (1024 x
+    2048: ~0.75 s a step on one loaded core; 256 x 1024: ~0.4 s).
+    """
     from geodiffloc.models.hierloc import HierLoc
 
     torch.manual_seed(seed)
     model = HierLoc(hierarchy, input_dim=task.dim, embed_dim=32, hidden_dim=512,
-                    n_negatives=b.hier_negatives, seed=seed,
+                    n_negatives=b.hier_negatives, n_edges=b.hier_edges, seed=seed,
                     encoder=None).to(device)
     model.encoder_record = {"name": task.encoder_name, "dim": task.dim}
     with timed(f"HierLoc fit ({b.hier_steps} steps, {model.n_entities} entities, "
