@@ -20,9 +20,14 @@ a path to a ``.safetensors`` checkpoint
 ``"g3:PATH"``
     A G3 checkpoint (with its reference database); candidates from the offline
     retrieval generator, verified by the aligned query–GPS similarity.
+``"hierloc:PATH"`` (or a HierLoc checkpoint path)
+    A :class:`~geodiffloc.HierLoc`: the most probable leaf entity (its centroid) per
+    input, its probability as the confidence, the entity and its ancestors as
+    ``place`` ("city, admin-2, admin-1, country"), and the leaf masses spread over
+    the grid as the field.
 a model object
-    A :class:`~geodiffloc.LocDiff`, :class:`~geodiffloc.GeoCLIP` or
-    :class:`~geodiffloc.LocDiffH`.
+    A :class:`~geodiffloc.LocDiff`, :class:`~geodiffloc.GeoCLIP`,
+    :class:`~geodiffloc.LocDiffH` or :class:`~geodiffloc.HierLoc`.
 
 :func:`resolve_runner` turns any of these into a :class:`Runner`: the model, its
 encoder, the input modality, a fingerprint that keys resumable outputs, and one
@@ -46,7 +51,7 @@ __all__ = ["MODEL_NAMES", "Runner", "resolve_runner"]
 
 #: The model names ``--model`` / ``model=`` accept (besides checkpoint paths and objects).
 MODEL_NAMES: tuple[str, ...] = ("default", "locdiff", "locdiff-h", "geoclip",
-                                "geoclip-official", "g3")
+                                "geoclip-official", "hierloc", "g3")
 
 #: The image backbone of the official GeoCLIP (open_clip config / pretrained tag).
 OFFICIAL_BACKBONE = ("ViT-L-14", "openai")
@@ -58,13 +63,13 @@ _LOADED: dict[Any, Runner] = {}
 def _unknown(spec: str) -> ValueError:
     return ValueError(
         f"unknown model {spec!r}: give 'default', a checkpoint path (.safetensors), or one of "
-        f"{', '.join(MODEL_NAMES)} (locdiff:PATH, geoclip:PATH, locdiff-h:PATH and g3:PATH name a "
-        "checkpoint)."
+        f"{', '.join(MODEL_NAMES)} (locdiff:PATH, geoclip:PATH, locdiff-h:PATH, hierloc:PATH "
+        "and g3:PATH name a checkpoint)."
     )
 
 
 def _checkpoint_family(path: Path) -> str:
-    """``"geoclip"`` for a GeoCLIP checkpoint, else ``"locdiff"``.
+    """``"geoclip"`` / ``"hierloc"`` for a GeoCLIP / HierLoc checkpoint, else ``"locdiff"``.
 
     Anything that is not clearly a GeoCLIP checkpoint (a LocDiff one, a damaged or
     foreign file) goes to ``LocDiff.load``, whose checks name what is wrong with it.
@@ -81,6 +86,8 @@ def _checkpoint_family(path: Path) -> str:
         return "locdiff"
     if str(fmt).startswith("geodiffloc.g3"):
         return "g3"
+    if str(fmt).startswith("geodiffloc.hierloc"):
+        return "hierloc"
     return "geoclip" if str(fmt).startswith("geodiffloc.geoclip") else "locdiff"
 
 
@@ -92,6 +99,14 @@ def _parse(spec: str) -> tuple[str, str | None]:
         return "default", None
     if low == "geoclip-official":
         return "geoclip-official", None
+    if low == "hierloc" or low.startswith("hierloc:"):
+        path = text[len("hierloc:"):] if ":" in low else ""
+        if not path:
+            raise ValueError(f"model {spec!r} needs a HierLoc checkpoint: hierloc:PATH (train "
+                             "one with `geodiffloc train hierloc`).")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"model checkpoint {path!r} (in {spec!r}) does not exist.")
+        return "hierloc", path
     for fam in ("locdiff-h", "locdiff", "geoclip", "g3"):
         if low.startswith(fam + ":"):
             path = text[len(fam) + 1:]
@@ -108,9 +123,6 @@ def _parse(spec: str) -> tuple[str, str | None]:
     if low == "g3":
         raise ValueError(f"model {spec!r} needs a G3 checkpoint: g3:PATH (geodiffloc train g3 "
                          "exports one with its reference database).")
-    if low in ("hierloc",):
-        raise ValueError(f"model {spec!r} is not available in this version of geodiffloc; "
-                         f"choose one of {', '.join(MODEL_NAMES)}.")
     if Path(text).is_file():
         return _checkpoint_family(Path(text)), text
     if Path(text).suffix.lower() in (".safetensors", ".ckpt", ".pt", ".pth") or os.sep in text:
@@ -156,7 +168,7 @@ class Runner:
     Attributes
     ----------
     kind
-        ``"locdiff"``, ``"geoclip"``, ``"locdiff-h"`` or ``"g3"``.
+        ``"locdiff"``, ``"geoclip"``, ``"locdiff-h"``, ``"hierloc"`` or ``"g3"``.
     model, encoder
         The model object and the encoder of raw inputs (GeoCLIP: its image backbone).
     modality
@@ -250,6 +262,8 @@ class Runner:
             return self._geoclip(items, field, resolution, progress)
         if self.kind == "g3":
             return self._g3(items, field, resolution)
+        if self.kind == "hierloc":
+            return self._hierloc(items, field, resolution)
         if self.kind == "locdiff-h":
             return self._hybrid(items, field, resolution, n_samples, sampler, steps, seed,
                                 progress)
@@ -294,6 +308,23 @@ class Runner:
         cand = g3.candidates(x)
         preds = g3.predict(x, candidates=cand).drop(columns=["query"])
         fld = g3.probability_map(x, resolution=resolution, candidates=cand) if field else None
+        return preds.reset_index(drop=True), fld
+
+    def _hierloc(self, items: list[Any], field: bool, resolution: float) -> tuple[Any, Any]:
+        """HierLoc: the top leaf entity per item, and the leaf masses spread over the grid."""
+        model = self.model
+        if self.encoder is None:
+            raise ValueError("this HierLoc has no encoder for raw inputs; pass encoder= (the "
+                             "encoder of its training embeddings).")
+        x = self.encoder.encode(items, batch_size=64, progress=False)
+        preds = model.predict(x)
+        names = [preds[lv].to_numpy(object) for lv in reversed(model.hierarchy.level_names)
+                 if lv in preds]
+        place = [", ".join(dict.fromkeys(str(v[i]) for v in names if v[i]))
+                 for i in range(len(preds))]
+        preds = preds.rename(columns={"prob": "confidence"}).assign(place=place)
+        preds = preds[["lat", "lon", "confidence", "place", "entity_id", "geometry"]]
+        fld = model.probability_map(x, resolution=resolution) if field else None
         return preds.reset_index(drop=True), fld
 
     def _hybrid(self, items: list[Any], field: bool, resolution: float, n_samples: int,
@@ -406,6 +437,12 @@ def _build(family: str, path: str | None, backbone: Any, *, progress: bool,
         enc = encoder if encoder is not None else _encoder_for(model)
         model.set_encoder(enc)
         return Runner("g3", model, enc, str(path), recipe)
+    if family == "hierloc":
+        from ..models.hierloc import HierLoc
+
+        model = HierLoc.load(path)  # type: ignore[arg-type]
+        enc = encoder if encoder is not None else _encoder_for(model)
+        return Runner("hierloc", model, enc, f"hierloc:{path}", recipe)
     if family == "geoclip-official":
         model = _official_geoclip(backbone)
         return Runner("geoclip", model, model.backbone, "geoclip-official", recipe)
@@ -428,8 +465,8 @@ def resolve_runner(model: Any = None, *, encoder: Any = None, backbone: Any = No
     model
         See the module notes: ``None``/``"default"``/``"locdiff"``, a checkpoint path,
         ``"locdiff:PATH"``, ``"geoclip:PATH"``, ``"geoclip-official"``,
-        ``"locdiff-h:PATH"``, ``"g3:PATH"``, or a LocDiff / GeoCLIP / LocDiffH / G3
-        object.
+        ``"locdiff-h:PATH"``, ``"hierloc:PATH"``, ``"g3:PATH"``, or a LocDiff / GeoCLIP /
+        LocDiffH / HierLoc / G3 object.
     encoder
         The encoder of raw inputs (default: rebuilt from the name the model recorded;
         for GeoCLIP: its backbone). An encoder *object* makes the runner pickle as
@@ -476,6 +513,8 @@ def resolve_runner(model: Any = None, *, encoder: Any = None, backbone: Any = No
             runner.model.set_backbone(encoder)
         elif runner.kind == "g3":
             runner.model.set_encoder(encoder)
+        elif runner.kind == "hierloc":
+            check_encoder_matches(runner.model.encoder_record, encoder)
         else:
             ld = runner.model if runner.kind == "locdiff" else runner.model.locdiff
             check_encoder_matches(ld.encoder_record, encoder)
@@ -485,9 +524,9 @@ def resolve_runner(model: Any = None, *, encoder: Any = None, backbone: Any = No
         encoder = encoder if encoder is not None else (model._encoder or _encoder_for(model))
         model.set_encoder(encoder)
         return Runner(kind, model, encoder, type(model).__name__)
-    if kind == "locdiff":
+    if kind in ("locdiff", "hierloc"):
         if encoder is None:
-            encoder = _encoder_for(model)
+            encoder = getattr(model, "_encoder", None) or _encoder_for(model)
         check_encoder_matches(model.encoder_record, encoder)
     elif kind == "locdiff-h":
         encoder = encoder or model.geoclip.backbone
@@ -507,8 +546,11 @@ def _object_kind(model: Any) -> str:
         return "locdiff"
     if hasattr(model, "embed_queries") and hasattr(model, "gallery_embeddings"):
         return "geoclip"
+    if hasattr(model, "entity_logits") and hasattr(model, "hierarchy"):
+        return "hierloc"
     raise ValueError(
-        f"model must be a LocDiff, GeoCLIP or LocDiffH object, a checkpoint path or one of "
+        f"model must be a LocDiff, GeoCLIP, LocDiffH or HierLoc object, a checkpoint path or "
+        "one of "
         f"{', '.join(MODEL_NAMES)}; got {type(model).__name__}."
     )
 

@@ -35,6 +35,7 @@ Optimisation:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +101,21 @@ def warmup_cosine(opt: torch.optim.Optimizer, total_steps: int, warmup_steps: in
     return SequentialLR(opt, [warm, decay], milestones=[warmup])
 
 
+#: config section -> the module attribute that holds it merged over the defaults
+_SECTION_ATTRS = {"optim": "optim_cfg", "loss": "loss_cfg", "validation": "val_cfg"}
+
+
 class _GeoModule(pl.LightningModule):
-    """Shared parts: seeded noise generator, validation bookkeeping and metrics."""
+    """Shared parts: construction, seeded noise generator, validation bookkeeping, metrics.
+
+    A new family's module calls :meth:`_configure` first in its ``__init__`` (see
+    :class:`LocDiffModule`), then builds or adopts its model.
+    """
 
     seed: int
+    optim_cfg: dict[str, Any]
+    loss_cfg: dict[str, Any]
+    val_cfg: dict[str, Any]
 
     def __init__(self) -> None:
         super().__init__()
@@ -139,6 +151,54 @@ class _GeoModule(pl.LightningModule):
                 "for extreme embeddings."
             )
 
+    # -- construction (one shape for every family) --------------------------------------
+
+    def _configure(self, family: str, model: Any, encoder: dict[str, Any] | None,
+                   seed: int, sections: dict[str, dict[str, Any] | None], *,
+                   model_class: type, width: str,
+                   arguments: Callable[[Any], dict[str, Any]],
+                   hparams_model: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                   ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        """The common start of every family's ``__init__``.
+
+        Checks the encoder record; if ``model`` is a ready ``model_class`` object,
+        checks that its input width (attribute ``width``) is the encoder's, records the
+        encoder on it, and takes its constructor arguments (``arguments(model)``) for
+        the hyperparameters; merges ``model`` and each of ``sections`` (``optim``,
+        ``loss``, ``validation``) over the family's config defaults into
+        ``self.optim_cfg`` / ``loss_cfg`` / ``val_cfg``; sets ``self.seed``; saves the
+        hyperparameters (``hparams_model`` may replace unpicklable model entries).
+
+        Returns
+        -------
+        (given, model, encoder)
+            The ready model object or ``None``, the merged model section, and the
+            checked encoder record.
+
+        Raises
+        ------
+        ValueError
+            A bad encoder record, or a ready model of another input width.
+        """
+        from .config import default_config
+
+        d = default_config(family)
+        encoder = _check_encoder(encoder)
+        given = model if isinstance(model, model_class) else None
+        if given is not None:
+            _check_same_width(getattr(given, width), encoder, f"the {model_class.__name__}")
+            given.encoder_record = dict(encoder)
+            model = arguments(given)
+        model = {**d["model"], **(model or {})}
+        merged = {name: {**d[name], **(cfg or {})} for name, cfg in sections.items()}
+        for name, cfg in merged.items():
+            setattr(self, _SECTION_ATTRS[name], cfg)
+        self.seed = int(seed)
+        self.save_hyperparameters({
+            "model": hparams_model(model) if hparams_model else model, "encoder": encoder,
+            **merged, "seed": self.seed})
+        return given, model, encoder
+
     def _val_generator(self, batch_idx: int) -> torch.Generator:
         # the same noise in every validation epoch, so val/loss is comparable across epochs
         return torch.Generator().manual_seed(int(self.seed) * 7_919 + int(batch_idx))
@@ -161,6 +221,31 @@ class _GeoModule(pl.LightningModule):
         pad = torch.zeros((max(sizes) - t.shape[0], *t.shape[1:]), dtype=t.dtype)
         allt = self.all_gather(torch.cat([t, pad]).to(dev))
         return torch.cat([allt[r, :s].cpu() for r, s in enumerate(sizes)])
+
+    def _log_step(self, loss: torch.Tensor, n: int, extra: dict[str, torch.Tensor],
+                  ) -> torch.Tensor:
+        """Track and log a training step's loss (per step and epoch) and ``extra`` (per epoch)."""
+        self._track(loss)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n,
+                 sync_dist=True)
+        for k, v in extra.items():
+            self.log(f"train/{k}", v, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        return loss
+
+    def _collect_frame(self, gdf: Any, truth: torch.Tensor, idx: torch.Tensor) -> None:
+        """:meth:`_collect` the ``lat``/``lon`` columns of a prediction frame."""
+        self._collect(torch.from_numpy(np.stack([gdf["lat"].to_numpy(), gdf["lon"].to_numpy()],
+                                                1)), truth, idx)
+
+    def _per_step_schedule(self, opt: torch.optim.Optimizer) -> Any:
+        """``opt`` with :func:`warmup_cosine` per optimiser step, from ``self.optim_cfg``."""
+        o = self.optim_cfg
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer else 1
+        sched = warmup_cosine(opt, total, int(o["warmup_steps"]), float(o["min_lr_ratio"]),
+                              cosine=o["schedule"] == "cosine")
+        if sched is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_validation_epoch_end(self) -> None:
         from ..metrics import summarize
@@ -250,25 +335,12 @@ class LocDiffModule(_GeoModule):
     ) -> None:
         super().__init__()
         from ..models.locdiff import AnchorSampler, LocDiff
-        from .config import default_config
 
-        d = default_config("locdiff")
-        encoder = _check_encoder(encoder)
-        given = model if isinstance(model, LocDiff) else None
-        if given is not None:
-            model = _locdiff_arguments(given)
-        model = {**d["model"], **(model or {})}
-        self.optim_cfg = {**d["optim"], **(optim or {})}
-        self.loss_cfg = {**d["loss"], **(loss or {})}
-        self.val_cfg = {**d["validation"], **(validation or {})}
-        self.seed = int(seed)
-        self.save_hyperparameters({"model": model, "encoder": encoder, "optim": self.optim_cfg,
-                                   "loss": self.loss_cfg, "validation": self.val_cfg,
-                                   "seed": self.seed})
+        given, model, encoder = self._configure(
+            "locdiff", model, encoder, seed,
+            {"optim": optim, "loss": loss, "validation": validation},
+            model_class=LocDiff, width="cond_dim", arguments=_locdiff_arguments)
         self.model = given if given is not None else _build_locdiff(model, encoder)
-        if given is not None:
-            _check_same_width(given.cond_dim, encoder, "the LocDiff")
-            given.encoder_record = dict(encoder)
         ls = self.loss_cfg
         self.anchor_sampler = AnchorSampler(ls["anchors"], n_anchors=ls["n_anchors"],
                                             n_local=ls["n_local"],
@@ -287,13 +359,7 @@ class LocDiffModule(_GeoModule):
         loss, logs = self.model.training_loss(
             x, ll, anchor_sampler=self.anchor_sampler, generator=self._gen,
             **self.loss_options)
-        self._track(loss)
-        n = x.shape[0]
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n,
-                 sync_dist=True)
-        self.log("train/mse", logs["mse"], on_step=False, on_epoch=True, batch_size=n,
-                 sync_dist=True)
-        return loss
+        return self._log_step(loss, x.shape[0], {"mse": logs["mse"]})
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, ll, idx = batch
@@ -309,20 +375,14 @@ class LocDiffModule(_GeoModule):
         gdf = self.model.predict(
             x, n_views=n_samples, aggregate=agg, sampler=v["sampler"], steps=v["steps"],
             seed=self.seed * 7_919 + batch_idx, progress=False)
-        pred = torch.from_numpy(np.stack([gdf["lat"].to_numpy(), gdf["lon"].to_numpy()], 1))
-        self._collect(pred, ll, idx)
+        self._collect_frame(gdf, ll, idx)
 
     def configure_optimizers(self) -> Any:
         o = self.optim_cfg
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=float(o["lr"]), betas=tuple(o["betas"]),
                                 weight_decay=float(o["weight_decay"]))
-        total = int(self.trainer.estimated_stepping_batches) if self._trainer else 1
-        sched = warmup_cosine(opt, total, int(o["warmup_steps"]), float(o["min_lr_ratio"]),
-                              cosine=o["schedule"] == "cosine")
-        if sched is None:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return self._per_step_schedule(opt)
 
 
 def _check_same_width(dim: int, encoder: dict[str, Any], what: str) -> None:
@@ -413,21 +473,12 @@ class GeoCLIPModule(_GeoModule):
     ) -> None:
         super().__init__()
         from ..models.geoclip import GeoCLIP
-        from .config import default_config
 
-        d = default_config("geoclip")
-        encoder = _check_encoder(encoder)
-        given = model if isinstance(model, GeoCLIP) else None
-        if given is not None:
-            _check_same_width(given.backbone_dim, encoder, "the GeoCLIP")
-            model = {k: v for k, v in given.network_config().items() if k != "backbone_dim"}
-            given.encoder_record = dict(encoder)
-        model = {**d["model"], **(model or {})}
-        self.optim_cfg = {**d["optim"], **(optim or {})}
-        self.val_cfg = {**d["validation"], **(validation or {})}
-        self.seed = int(seed)
-        self.save_hyperparameters({"model": model, "encoder": encoder, "optim": self.optim_cfg,
-                                   "validation": self.val_cfg, "seed": self.seed})
+        given, model, encoder = self._configure(
+            "geoclip", model, encoder, seed, {"optim": optim, "validation": validation},
+            model_class=GeoCLIP, width="backbone_dim",
+            arguments=lambda m: {k: v for k, v in m.network_config().items()
+                                 if k != "backbone_dim"})
         self.model = given if given is not None else _build_geoclip(model, encoder, self.seed)
         self._train_latlon = gallery
         self._gallery: Any = None
@@ -457,12 +508,8 @@ class GeoCLIPModule(_GeoModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, ll = batch[0], batch[1]
         loss = self.model.training_step(x, ll, generator=self._gen)
-        self._track(loss)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True,
-                 batch_size=x.shape[0], sync_dist=True)
-        self.log("train/logit_scale", self.model.logit_scale.detach(), on_step=False,
-                 on_epoch=True, batch_size=x.shape[0], sync_dist=True)
-        return loss
+        return self._log_step(loss, x.shape[0],
+                              {"logit_scale": self.model.logit_scale.detach()})
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, ll, idx = batch
@@ -471,8 +518,7 @@ class GeoCLIPModule(_GeoModule):
         self.log("val/loss", vloss, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         gdf = self.model.predict(x, gallery=self._validation_gallery(), input_kind="backbone",
                                  batch_size=max(1, x.shape[0]))
-        pred = torch.from_numpy(np.stack([gdf["lat"].to_numpy(), gdf["lon"].to_numpy()], 1))
-        self._collect(pred, ll, idx)
+        self._collect_frame(gdf, ll, idx)
 
     def configure_optimizers(self) -> Any:
         o = self.optim_cfg
@@ -613,39 +659,19 @@ class HierLocModule(_GeoModule):
     ) -> None:
         super().__init__()
         from ..models.hierloc import HierLoc
-        from .config import default_config
 
-        d = default_config("hierloc")
-        encoder = _check_encoder(encoder)
-        given = model if isinstance(model, HierLoc) else None
-        if given is not None:
-            _check_same_width(given.input_dim, encoder, "the HierLoc")
-            given.encoder_record = dict(encoder)
-            model = {k: v for k, v in given.config().items()
-                     if k not in ("format", "input_dim", "encoder", "hierarchy")}
-            model["hierarchy"] = "<given>"
-        model = {**d["model"], **(model or {})}
-        self.optim_cfg = {**d["optim"], **(optim or {})}
-        self.val_cfg = {**d["validation"], **(validation or {})}
-        self.seed = int(seed)
-        hp_model = {k: (v if k != "hierarchy" or isinstance(v, dict | str) else "<given>")
-                    for k, v in model.items()}
-        self.save_hyperparameters({"model": hp_model, "encoder": encoder,
-                                   "optim": self.optim_cfg, "validation": self.val_cfg,
-                                   "seed": self.seed})
+        given, model, encoder = self._configure(
+            "hierloc", model, encoder, seed, {"optim": optim, "validation": validation},
+            model_class=HierLoc, width="input_dim", arguments=_hierloc_arguments,
+            hparams_model=lambda m: {k: (v if k != "hierarchy" or isinstance(v, dict | str)
+                                         else "<given>") for k, v in m.items()})
         self.model = given if given is not None else _build_hierloc(model, encoder, self.seed)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, ll = batch[0], batch[1]
         loss, logs = self.model.training_loss(x, ll, generator=self._gen)
-        self._track(loss)
-        n = x.shape[0]
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n,
-                 sync_dist=True)
-        for k in ("geo", "parent", "norm", "acc_leaf"):
-            self.log(f"train/{k}", logs[k], on_step=False, on_epoch=True, batch_size=n,
-                     sync_dist=True)
-        return loss
+        return self._log_step(loss, x.shape[0],
+                              {k: logs[k] for k in ("geo", "parent", "norm", "acc_leaf")})
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, ll, idx = batch
@@ -653,8 +679,7 @@ class HierLocModule(_GeoModule):
         self.log("val/loss", vloss, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         v = self.val_cfg
         gdf = self.model.predict(x, method=v["method"], beam_width=int(v["beam_width"]))
-        pred = torch.from_numpy(np.stack([gdf["lat"].to_numpy(), gdf["lon"].to_numpy()], 1))
-        self._collect(pred, ll, idx)
+        self._collect_frame(gdf, ll, idx)
 
     def configure_optimizers(self) -> Any:
         from geoopt.optim import RiemannianAdam
@@ -666,12 +691,14 @@ class HierLocModule(_GeoModule):
                    "weight_decay": 0.0},
                   {"params": head, "lr": lr, "weight_decay": float(o["weight_decay"])}]
         opt = RiemannianAdam(groups, lr=lr, stabilize=100)
-        total = int(self.trainer.estimated_stepping_batches) if self._trainer else 1
-        sched = warmup_cosine(opt, total, int(o["warmup_steps"]), float(o["min_lr_ratio"]),
-                              cosine=o["schedule"] == "cosine")
-        if sched is None:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return self._per_step_schedule(opt)
+
+
+def _hierloc_arguments(m: Any) -> dict[str, Any]:
+    """Constructor arguments of an existing HierLoc (its hierarchy is not a hyperparameter)."""
+    return {**{k: v for k, v in m.config().items()
+               if k not in ("format", "input_dim", "encoder", "hierarchy")},
+            "hierarchy": "<given>"}
 
 
 def _build_hierloc(model: dict[str, Any], encoder: dict[str, Any], seed: int) -> Any:

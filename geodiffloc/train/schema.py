@@ -310,6 +310,9 @@ class HierLocModelSection(Section):
     consistency_weight: float = Field(_ctor(HierLoc, "consistency_weight"), ge=0.0)
     margin: float = Field(_ctor(HierLoc, "margin"), ge=0.0)
     n_edges: int = Field(_ctor(HierLoc, "n_edges"), ge=1)
+    n_negatives: int | None = Field(_ctor(HierLoc, "n_negatives"), ge=1)
+    n_near: int = Field(_ctor(HierLoc, "n_near"), ge=1)
+    entity_init: Literal["geo", "random"] = _ctor(HierLoc, "entity_init")
     init: str | None = None
 
 

@@ -146,3 +146,24 @@ def test_bad_inputs_are_refused():
         m.level_probabilities(torch.randn(1, 4), "greedy")
     with pytest.raises(ValueError, match="level_weights"):
         HierLoc(synthetic_hierarchy(), input_dim=4, level_weights=[1.0])
+
+
+def test_geo_initialisation_puts_near_entities_near_each_other():
+    from scipy.stats import spearmanr
+
+    from geodiffloc.models.hierloc import lorentz_distance
+    from geodiffloc.sphere.distance import pairwise_haversine_km
+
+    h = synthetic_hierarchy()
+    towns = torch.as_tensor(h.leaves)
+    ll = torch.as_tensor(h.latlon)[towns]
+    km = pairwise_haversine_km(ll, ll).numpy()
+    iu = np.triu_indices(len(towns), 1)
+    rho = {}
+    for init in ("geo", "random"):
+        m = HierLoc(h, input_dim=4, embed_dim=8, hidden_dim=8, seed=0, entity_init=init)
+        pts = m.entity_points().detach()[towns]
+        rho[init] = spearmanr(km[iu], lorentz_distance(pts, pts).numpy()[iu]).statistic
+    assert rho["geo"] > 0.9 > 0.5 > rho["random"]
+    with pytest.raises(ValueError, match="entity_init"):
+        HierLoc(h, input_dim=4, entity_init="grid")

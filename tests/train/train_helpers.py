@@ -28,6 +28,11 @@ def make_synthetic(n: int = 160, dim: int = 16, seed: int = 0, views: int = 1):
 def tiny_config(family: str, out_dir, **over):
     """A config for a training run of a few seconds on one CPU thread."""
     model = ({"L": 3, "widths": [32, 16], "time_dim": 16} if family == "locdiff" else
+             # a small real hierarchy (2 countries), sampled negatives on its city level
+             {"hierarchy": {"source": "gazetteer", "min_population": 500_000,
+                            "countries": ["FR", "DE"], "country_polygons": None},
+              "embed_dim": 4, "hidden_dim": 16, "n_negatives": 8, "n_edges": 8}
+             if family == "hierloc" else
              {"embed_dim": 16, "n_freqs": 16, "hidden_dim": 32, "queue_size": 64})
     cfg = {
         "family": family,

@@ -54,6 +54,13 @@ def check_hierloc_config(cfg: dict[str, Any], tensors: dict[str, torch.Tensor],
     """
     where = os.fspath(path)
     check_config_keys(cfg, _KEYS, where)
+    # optional (checkpoints from before sampled negatives lack them)
+    for key, ok in (("n_negatives", lambda v: v is None or _int(1 << 30)(v)),
+                    ("n_near", _int(1 << 16)),
+                    ("entity_init", lambda v: v in ("geo", "random"))):
+        if key in cfg and not ok(cfg[key]):
+            raise ValueError(f"{where!r}: the checkpoint's config has an invalid or absurd "
+                             f"{key!r} ({str(cfg[key])[:80]}).")
     meta = cfg["hierarchy"]
     n = len(meta["entity_id"])
     if n == 0 or len(meta["name"]) != n:

@@ -24,6 +24,16 @@ enters the objective through the targets: entities near the true location share
 the target mass, so a near miss costs less than a far one (:math:`\alpha = 0` is the
 plain InfoNCE over entities).
 
+**Sampled negatives** (``HierLoc(n_negatives=K)``, for hierarchies too large for a
+softmax over every entity per step): the sums over :math:`j` run over a candidate set
+:math:`S` instead of the whole level: the true entities of the batch and the
+``n_near`` entities nearest to each of them (always kept, weight 1), filled up to
+:math:`K` with entities drawn uniformly from the rest of the level. Each drawn entity
+stands for :math:`(m - |M|) / |R|` entities (:math:`M` the kept ones, :math:`R` the
+drawn ones), so its logit and its target logit get :math:`+\log((m - |M|)/|R|)` (the
+usual sampled-softmax correction of the partition function). When :math:`S` covers
+the level, the loss is the full one exactly.
+
 **Hierarchy consistency** (over parent-child edges :math:`(c, p)`):
 
 * *parent choice*: cross-entropy of each child picking its own parent among all
@@ -51,10 +61,12 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
 
 
 def geo_targets(query_latlon: torch.Tensor, entity_latlon: torch.Tensor,
-                target: torch.Tensor, *, sigma_km: float, geo_weight: float) -> torch.Tensor:
+                target: torch.Tensor, *, sigma_km: float, geo_weight: float,
+                log_weight: torch.Tensor | None = None) -> torch.Tensor:
     """The target distribution :math:`t_{ij}` of the module docstring, ``(n, m)`` float64.
 
-    Rows whose ``target`` is ``-1`` are all zeros.
+    Rows whose ``target`` is ``-1`` are all zeros. ``log_weight``: see
+    :func:`geo_weighted_contrastive_loss`.
 
     Examples
     --------
@@ -70,7 +82,10 @@ def geo_targets(query_latlon: torch.Tensor, entity_latlon: torch.Tensor,
     one_hot[valid, target[valid]] = 1.0
     if geo_weight <= 0:
         return one_hot
-    g = (-pairwise_haversine_km(q, c) / float(sigma_km)).softmax(dim=1)
+    z = -pairwise_haversine_km(q, c) / float(sigma_km)
+    if log_weight is not None:
+        z = z + log_weight.to(z)[None, :]
+    g = z.softmax(dim=1)
     return ((1.0 - geo_weight) * one_hot + geo_weight * g) * valid[:, None]
 
 
@@ -84,6 +99,7 @@ def geo_weighted_contrastive_loss(
     temperature: float,
     sigma_km: float,
     geo_weight: float,
+    log_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The geo-weighted hyperbolic contrastive loss of one level (module docstring).
 
@@ -100,6 +116,10 @@ def geo_weighted_contrastive_loss(
         ``(n, 2)`` true locations and ``(m, 2)`` entity centroids, degrees.
     temperature, sigma_km, geo_weight
         :math:`\\tau`, :math:`\\sigma` (km) and :math:`\\alpha`.
+    log_weight
+        ``(m,)`` log of how many entities each of ``entities`` stands for (sampled
+        negatives, see the module docstring); added to the logits and to the geo
+        targets' logits. ``None``: every entity counts once (the full loss).
 
     Returns
     -------
@@ -122,15 +142,21 @@ def geo_weighted_contrastive_loss(
     if not bool(valid.any()) or entities.shape[0] == 0:
         return _zero(query) + _zero(entities)
     logits = -lorentz_distance(query, entities) / float(temperature)
+    if log_weight is not None:
+        logits = logits + log_weight.to(logits)[None, :]
     logp = F.log_softmax(logits, dim=1)
     t = geo_targets(query_latlon, entity_latlon, target, sigma_km=sigma_km,
-                    geo_weight=geo_weight).to(logp.dtype)
+                    geo_weight=geo_weight, log_weight=log_weight).to(logp.dtype)
     return -(t * logp).sum(1)[valid].mean()
 
 
 def parent_choice_loss(children: torch.Tensor, parent_level: torch.Tensor,
-                       parent_target: torch.Tensor, *, temperature: float) -> torch.Tensor:
+                       parent_target: torch.Tensor, *, temperature: float,
+                       log_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of each child picking its parent among ``parent_level`` by distance.
+
+    ``log_weight``: ``(m,)`` sampled-negative correction added to the logits (see
+    :func:`geo_weighted_contrastive_loss`).
 
     Examples
     --------
@@ -144,6 +170,8 @@ def parent_choice_loss(children: torch.Tensor, parent_level: torch.Tensor,
     if children.shape[0] == 0:
         return _zero(children) + _zero(parent_level)
     logits = -lorentz_distance(children, parent_level) / float(temperature)
+    if log_weight is not None:
+        logits = logits + log_weight.to(logits)[None, :]
     return F.cross_entropy(logits, parent_target)
 
 

@@ -25,9 +25,12 @@ from ..base import Geolocator, points_frame, read_checkpoint
 from .lorentz import expmap0, lorentz_distance, squash_to_ball
 from .loss import geo_weighted_contrastive_loss, norm_order_loss, parent_choice_loss
 
-__all__ = ["DEFAULT_SIGMA_KM", "HierLoc"]
+__all__ = ["DEFAULT_SIGMA_KM", "GEO_INIT_NOISE", "HierLoc"]
 
 FORMAT = "geodiffloc.hierloc/1"
+
+#: Scale of the random part of the ``entity_init="geo"`` directions.
+GEO_INIT_NOISE = 0.02
 
 #: Default distance scale σ (km) of the geo-weighted targets, by level (finer levels
 #: repeat the last value): country, admin-1, admin-2, city.
@@ -75,6 +78,24 @@ class HierLoc(nn.Module, Geolocator):
         Margin of the norm-order hinge.
     n_edges
         Parent-child edges sampled per training step for the hierarchy terms.
+    n_negatives
+        Sampled negatives: this many entities per level (and per parent level of the
+        hierarchy terms; more only if the batch's true entities and their near peers
+        alone exceed it) enter a training step's softmax -- the true entities
+        of the batch, the ``n_near`` entities nearest to each, and entities drawn at
+        random, with the sampled-softmax correction (see
+        :mod:`geodiffloc.models.hierloc.loss`). Memory per step then no longer grows
+        with the number of entities. ``None`` (default): a softmax over every entity
+        of a level (levels with at most ``n_negatives`` entities are always exact).
+    n_near
+        Geographically nearest entities (by centroid, same level) kept in the sample
+        next to each true entity.
+    entity_init
+        Initial directions of the entities: ``"geo"`` (default) puts the unit vector
+        of an entity's centroid in the first 3 tangent coordinates (plus noise of
+        scale :data:`GEO_INIT_NOISE`), so geographically near entities start near each
+        other and an entity that no training item names stays near its neighbours;
+        ``"random"``: uniform random directions. Radii grow with the level either way.
     encoder
         Optional :class:`~geodiffloc.encoders.Encoder` so that :meth:`predict` takes raw
         inputs (texts, images); its name and width are recorded in checkpoints.
@@ -112,6 +133,9 @@ class HierLoc(nn.Module, Geolocator):
         consistency_weight: float = 0.1,
         margin: float = 0.1,
         n_edges: int = 1024,
+        n_negatives: int | None = None,
+        n_near: int = 8,
+        entity_init: Literal["geo", "random"] = "geo",
         encoder: Any = None,
         seed: int | None = 0,
     ) -> None:
@@ -125,6 +149,12 @@ class HierLoc(nn.Module, Geolocator):
         self.embed_dim = check_positive_int(embed_dim, "embed_dim")
         self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
         self.n_edges = check_positive_int(n_edges, "n_edges")
+        self.n_negatives = (None if n_negatives is None
+                            else check_positive_int(n_negatives, "n_negatives"))
+        self.n_near = check_positive_int(n_near, "n_near")
+        if entity_init not in ("geo", "random"):
+            raise ValueError(f"entity_init must be 'geo' or 'random'; got {entity_init!r}.")
+        self.entity_init = str(entity_init)
         for name, v, lo in (("temperature", temperature, 0.0), ("max_radius", max_radius, 0.0)):
             if not (math.isfinite(float(v)) and float(v) > lo):
                 raise ValueError(f"{name} must be a finite number > {lo}; got {v!r}.")
@@ -154,11 +184,18 @@ class HierLoc(nn.Module, Geolocator):
 
         gen = torch.Generator().manual_seed(0 if seed is None else int(seed))
         self.manifold = geoopt.Lorentz(k=1.0)
-        # initial radius grows with the level (coarse entities near the origin), in
-        # random directions; small enough that every entity starts within reach
+        # initial radius grows with the level (coarse entities near the origin); small
+        # enough that every entity starts within reach. Directions: random, or ("geo")
+        # the centroid's unit vector in the first 3 coordinates plus a little noise, so
+        # that entities no training item ever names start next to their neighbours
         lev = torch.as_tensor(hierarchy.level, dtype=torch.float32)
         radius = 0.5 + 0.5 * lev
-        direction = F.normalize(torch.randn(len(hierarchy), self.embed_dim, generator=gen), dim=1)
+        noise = torch.randn(len(hierarchy), self.embed_dim, generator=gen)
+        if self.entity_init == "geo" and self.embed_dim >= 3:
+            xyz = latlon_to_xyz(torch.as_tensor(hierarchy.latlon, dtype=torch.float64)).float()
+            pad = torch.zeros(len(hierarchy), self.embed_dim - 3)
+            noise = torch.cat([xyz, pad], dim=1) + GEO_INIT_NOISE * noise
+        direction = F.normalize(noise, dim=1)
         init = expmap0(direction * radius[:, None])
         self.entities = geoopt.ManifoldParameter(init, manifold=self.manifold)
         head = nn.Sequential(nn.Linear(self.input_dim, self.hidden_dim), nn.GELU(),
@@ -193,12 +230,19 @@ class HierLoc(nn.Module, Geolocator):
         for idx in self._level_index:
             pos[idx] = torch.arange(len(idx))
         self.register_buffer("_pos_in_level", pos, persistent=False)
+        self.register_buffer("_child_index", torch.nonzero(self._parent >= 0).reshape(-1),
+                             persistent=False)
         self._children: list[np.ndarray] | None = None
+        # lazily built k-d trees (unit vectors of centroids): leaf assignment, and the
+        # n_near nearest entities of every entity within its level (sampled negatives)
+        self._leaf_tree: Any = None
+        self._near: dict[int, torch.Tensor] = {}
 
     def _apply(self, fn: Any, recurse: bool = True) -> HierLoc:
         out = super()._apply(fn, recurse)
         dev = self._level.device
         self._level_index = [i.to(dev) for i in self._level_index]
+        self._near = {k: v.to(dev) for k, v in self._near.items()}
         return out
 
     # -- basics -----------------------------------------------------------------------
@@ -275,11 +319,66 @@ class HierLoc(nn.Module, Geolocator):
         ancestors at the coarser levels. Nearest-centroid, not point-in-polygon (see
         the concept page).
         """
-        xyz = latlon_to_xyz(latlon.to(self._leaf_xyz.device, torch.float64)).float()
-        out = []
-        for s in range(0, xyz.shape[0], 1024):
-            out.append((xyz[s:s + 1024] @ self._leaf_xyz.T).argmax(dim=1))
-        return self._leaves[torch.cat(out)]
+        from scipy.spatial import cKDTree
+
+        if self._leaf_tree is None:
+            self._leaf_tree = cKDTree(self._leaf_xyz.double().cpu().numpy())
+        xyz = latlon_to_xyz(latlon.detach().to("cpu", torch.float64)).numpy()
+        _, nearest = self._leaf_tree.query(xyz, k=1)
+        return self._leaves[torch.from_numpy(np.asarray(nearest, np.int64)).to(
+            self._leaves.device)]
+
+    def _near_table(self, k: int) -> torch.Tensor:
+        """``(m_k, n_near)`` positions (within level ``k``) of each entity's nearest peers."""
+        if k not in self._near:
+            from scipy.spatial import cKDTree
+
+            idx = self._level_index[k].cpu()
+            xyz = latlon_to_xyz(self._latlon.cpu()[idx]).numpy()
+            kk = min(self.n_near, len(idx))
+            _, nn_ = cKDTree(xyz).query(xyz, k=kk)
+            table = torch.from_numpy(np.asarray(nn_, np.int64).reshape(len(idx), kk))
+            self._near[k] = table.to(self._level.device)
+        return self._near[k]
+
+    def _candidates(self, k: int, positives: torch.Tensor,
+                    generator: torch.Generator | None,
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Entities of level ``k`` in a training step's softmax, and their log weights.
+
+        ``positives``: positions (within level ``k``) of the true entities. Returns
+        positions within the level (sorted; the whole level when it has at most
+        ``n_negatives`` entities, then with weights ``None``) and the sampled-softmax
+        log weights (0 for kept entities, ``log((m - |M|) / |R|)`` for drawn ones).
+        Memory: ``O(n_negatives + B * n_near)``, independent of the level's size.
+        """
+        m = len(self._level_index[k])
+        dev = self._level.device
+        if self.n_negatives is None or m <= self.n_negatives:
+            return torch.arange(m, device=dev), None
+        near = self._near_table(k)[positives].reshape(-1)
+        kept = torch.unique(torch.cat([positives, near]))
+        n_fill = self.n_negatives - len(kept)
+        rest = m - len(kept)
+        if n_fill <= 0 or rest <= 0:
+            return kept, torch.zeros(len(kept), device=dev)
+        n_fill = min(n_fill, rest)
+        drawn = torch.zeros(0, dtype=torch.long, device=dev)
+        for _ in range(8):  # rejection: a handful of rounds suffice when m >> n_negatives
+            cand = torch.randint(m, (2 * n_fill,), generator=generator).to(dev)
+            cand = cand[~torch.isin(cand, kept)]
+            drawn = torch.unique(torch.cat([drawn, cand]))
+            if len(drawn) >= n_fill:
+                break
+        if len(drawn) > n_fill:  # a random subset of the unique draws (order is sorted)
+            pick = torch.randperm(len(drawn), generator=generator)[:n_fill].to(dev)
+            drawn = drawn[pick]
+        w = math.log(rest / max(len(drawn), 1))
+        allc = torch.cat([kept, drawn])
+        lw = torch.cat([torch.zeros(len(kept), device=dev),
+                        torch.full((len(drawn),), w, device=dev)])
+        order = torch.argsort(allc)
+        return allc[order], lw[order]
 
     def training_loss(self, x: torch.Tensor, latlon: torch.Tensor, *,
                       generator: torch.Generator | None = None,
@@ -306,11 +405,11 @@ class HierLoc(nn.Module, Geolocator):
         """
         latlon = latlon.to(self.device, torch.float64)
         q = self.embed(x)
-        ents = self.entity_points()
         leaf = self.assign_leaves(latlon)
         anc = self._ancestors[leaf]  # (B, L)
         total_w = 0.0
         geo = q.sum() * 0.0
+        seen: list[torch.Tensor] = []  # entities scored this step (for acc_leaf)
         for k, idx in enumerate(self._level_index):
             w = self.level_weights[k]
             if w == 0 or len(idx) == 0:
@@ -319,39 +418,62 @@ class HierLoc(nn.Module, Geolocator):
             tgt = torch.where(tgt >= 0, self._pos_in_level[tgt.clamp_min(0)], tgt)
             if not bool((tgt >= 0).any()):
                 continue
+            cand, lw = self._candidates(k, torch.unique(tgt[tgt >= 0]), generator)
+            if lw is not None:  # positions within the level -> positions within cand
+                tgt = torch.where(tgt >= 0, torch.searchsorted(cand, tgt.clamp_min(0)), tgt)
+            ent_idx = idx[cand]
+            seen.append(ent_idx)
             lk = geo_weighted_contrastive_loss(
-                q, ents[idx], tgt, latlon, self._latlon[idx], temperature=self.temperature,
-                sigma_km=self.sigma_km[k], geo_weight=self.geo_weight)
+                q, self._points(ent_idx), tgt, latlon, self._latlon[ent_idx],
+                temperature=self.temperature, sigma_km=self.sigma_km[k],
+                geo_weight=self.geo_weight, log_weight=lw)
             geo = geo + w * lk
             total_w += w
         geo = geo / max(total_w, 1e-12)
-        parent_l, norm_l = self._hierarchy_terms(ents, generator)
+        parent_l, norm_l = self._hierarchy_terms(generator)
         loss = geo + self.consistency_weight * (parent_l + norm_l)
         with torch.no_grad():
-            d = lorentz_distance(q, ents[self._leaves])
-            acc = (self._leaves[d.argmin(dim=1)] == leaf).float().mean()
+            if self.n_negatives is None:
+                scored = self._leaves
+            else:  # the leaves this step scored (all of them when no level was sampled)
+                allseen = torch.unique(torch.cat(seen)) if seen else self._leaves
+                scored = allseen[torch.isin(allseen, self._leaves)]
+            d = lorentz_distance(q, self._points(scored))
+            acc = (scored[d.argmin(dim=1)] == leaf).float().mean()
         return loss, {"geo": geo.detach(), "parent": parent_l.detach(),
                       "norm": norm_l.detach(), "acc_leaf": acc}
 
-    def _hierarchy_terms(self, ents: torch.Tensor, generator: torch.Generator | None,
+    def _points(self, index: torch.Tensor) -> torch.Tensor:
+        """Entities ``index`` on the hyperboloid (only those rows are computed)."""
+        return squash_to_ball(self.entities[index], self.max_radius)
+
+    def _hierarchy_terms(self, generator: torch.Generator | None,
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        child = torch.nonzero(self._parent >= 0).reshape(-1)
+        child = self._child_index
         if len(child) == 0 or self.consistency_weight == 0:
-            z = ents.sum() * 0.0
+            z = self.entities.sum() * 0.0
             return z, z
         if len(child) > self.n_edges:
-            pick = torch.randperm(len(child), generator=generator)[: self.n_edges]
+            if self.n_negatives is None:
+                pick = torch.randperm(len(child), generator=generator)[: self.n_edges]
+            else:  # with replacement: no O(n_entities) permutation per step
+                pick = torch.randint(len(child), (self.n_edges,), generator=generator)
             child = child[pick.to(child.device)]
         parent = self._parent[child]
-        norm_l = norm_order_loss(ents[child], ents[parent], margin=self.margin)
-        parent_l = ents.sum() * 0.0
+        child_pts = self._points(child)
+        norm_l = norm_order_loss(child_pts, self._points(parent), margin=self.margin)
+        parent_l = child_pts.sum() * 0.0
         plev = self._level[parent]
         for k in torch.unique(plev).tolist():
             sel = plev == k
             idx = self._level_index[k]
+            tgt = self._pos_in_level[parent[sel]]
+            cand, lw = self._candidates(k, torch.unique(tgt), generator)
+            if lw is not None:
+                tgt = torch.searchsorted(cand, tgt)
             parent_l = parent_l + parent_choice_loss(
-                ents[child[sel]], ents[idx], self._pos_in_level[parent[sel]],
-                temperature=self.temperature) * (float(sel.sum()) / len(child))
+                child_pts[sel], self._points(idx[cand]), tgt, temperature=self.temperature,
+                log_weight=lw) * (float(sel.sum()) / len(child))
         return parent_l, norm_l
 
     def fit(
@@ -706,7 +828,9 @@ class HierLoc(nn.Module, Geolocator):
             "max_radius": self.max_radius, "sigma_km": list(self.sigma_km),
             "geo_weight": self.geo_weight, "level_weights": list(self.level_weights),
             "consistency_weight": self.consistency_weight, "margin": self.margin,
-            "n_edges": self.n_edges, "encoder": dict(self.encoder_record),
+            "n_edges": self.n_edges, "n_negatives": self.n_negatives, "n_near": self.n_near,
+            "entity_init": self.entity_init,
+            "encoder": dict(self.encoder_record),
             "hierarchy": meta,
         }
 
@@ -738,7 +862,9 @@ class HierLoc(nn.Module, Geolocator):
                     max_radius=cfg["max_radius"], sigma_km=cfg["sigma_km"],
                     geo_weight=cfg["geo_weight"], level_weights=cfg["level_weights"],
                     consistency_weight=cfg["consistency_weight"], margin=cfg["margin"],
-                    n_edges=cfg["n_edges"], seed=0)
+                    n_edges=cfg["n_edges"], n_negatives=cfg.get("n_negatives"),
+                    n_near=cfg.get("n_near", 8),
+                    entity_init=cfg.get("entity_init", "random"), seed=0)
         model.encoder_record = dict(cfg.get("encoder") or {})
         if encoder is not None:
             model.set_encoder(encoder)
