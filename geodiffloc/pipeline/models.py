@@ -549,7 +549,7 @@ def _object_kind(model: Any) -> str:
     if hasattr(model, "entity_logits") and hasattr(model, "hierarchy"):
         return "hierloc"
     raise ValueError(
-        f"model must be a LocDiff, GeoCLIP, LocDiffH or HierLoc object, a checkpoint path or "
+        f"model must be a LocDiff, GeoCLIP, LocDiffH, HierLoc or G3 object, a checkpoint path or "
         "one of "
         f"{', '.join(MODEL_NAMES)}; got {type(model).__name__}."
     )
