@@ -104,6 +104,18 @@ class LatLonGrid:
         lat, lon = np.asarray(da["lat"], np.float64), np.asarray(da["lon"], np.float64)
         if lat.size < 2 or lon.size < 2:
             raise ValueError("need at least 2 x 2 cells to recover a grid from coordinates.")
+        if not (np.isfinite(lat).all() and np.isfinite(lon).all()):
+            raise ValueError("the raster's lat/lon coordinates hold NaN or inf; rebuild it on "
+                             "a LatLonGrid (LatLonGrid.to_dataarray).")
+        if np.abs(lat).max() > 90.0 + 1e-9 or lon.min() < -180.0 - 1e-9 \
+                or lon.max() > 540.0 + 1e-9:
+            raise ValueError(
+                f"the raster's coordinates (lat {lat.min():.6g}..{lat.max():.6g}, lon "
+                f"{lon.min():.6g}..{lon.max():.6g}) are not degrees, although a lat/lon field "
+                "is EPSG:4326: they look like metres or another projected unit. Write the "
+                "raster's real CRS (da.rio.write_crs(...), e.g. 'EPSG:3857') so it is "
+                "reprojected, or rebuild the field on a LatLonGrid."
+            )
         res = float(lon[1] - lon[0])
         if not np.allclose(np.diff(lon), res, rtol=1e-6) or not np.allclose(
             np.diff(lat), -res, rtol=1e-6

@@ -21,7 +21,7 @@ from torch import nn
 
 from ...encoders.base import Encoder, check_encoder_matches
 from ...sphere.grid import LatLonGrid
-from .._validate import check_positive_int
+from .._validate import check_positive_int, real_embeddings
 from ..base import points_frame
 from .gallery import Gallery, GalleryEmbeddingCache, resolve_gallery, weights_fingerprint
 
@@ -145,8 +145,7 @@ class GeoCLIPPredictor:
                                                  progress=progress)[:, None])
             kind = "backbone"
         else:
-            feats = inputs.detach() if isinstance(inputs, torch.Tensor) else torch.as_tensor(
-                np.asarray(inputs, dtype=np.float32))
+            feats = real_embeddings(inputs)
             if feats.ndim == 1:
                 feats = feats[None]
             if feats.ndim == 2:

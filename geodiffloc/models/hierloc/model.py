@@ -20,7 +20,7 @@ from torch import nn
 from ...data.hierarchy import EntityHierarchy
 from ...sphere.distance import EARTH_RADIUS_KM, latlon_to_xyz
 from ...sphere.grid import LatLonGrid
-from .._validate import check_positive_int
+from .._validate import check_positive_int, real_embeddings
 from ..base import Geolocator, points_frame, read_checkpoint
 from .lorentz import expmap0, lorentz_distance, squash_to_ball
 from .loss import geo_weighted_contrastive_loss, norm_order_loss, parent_choice_loss
@@ -243,6 +243,8 @@ class HierLoc(nn.Module, Geolocator):
     def _queries(self, inputs: Any, batch_size: int = 64) -> torch.Tensor:
         """Embeddings ``(n, input_dim)`` from arrays, or raw inputs through the encoder."""
         is_array = isinstance(inputs, torch.Tensor | np.ndarray)
+        if inputs is None:
+            raise ValueError("inputs is None; pass (n, input_dim) embeddings or raw inputs.")
         if not is_array:
             if isinstance(inputs, str):
                 inputs = [inputs]
@@ -255,8 +257,7 @@ class HierLoc(nn.Module, Geolocator):
                     "embeddings, or attach one with set_encoder(...) / encoder=.")
             else:
                 inputs = self._encoder.encode(seq, batch_size=batch_size, progress=False)
-        x = (inputs.detach() if isinstance(inputs, torch.Tensor)
-             else torch.as_tensor(np.asarray(inputs, dtype=np.float32)))
+        x = real_embeddings(inputs)
         if x.ndim == 1:
             x = x[None]
         if x.ndim != 2 or x.shape[1] != self.input_dim or x.shape[0] == 0:
