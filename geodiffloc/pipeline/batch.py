@@ -106,6 +106,9 @@ class BatchResult:
     accuracy
         Accuracy against the inputs' ground truth (``n``, ``median_km``,
         ``acc@25km_%``, ...), or None when no input had any.
+    n_bad_truth
+        Inputs geolocated but not scored because their ground truth was unusable
+        (listed in ``skipped.csv`` with the reason).
     """
 
     out_dir: Path
@@ -116,6 +119,7 @@ class BatchResult:
     n_skipped: int
     accuracy: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    n_bad_truth: int = 0
 
     def predictions(self) -> Any:
         """All predictions so far, as one GeoDataFrame (EPSG:4326), read from the parts."""
@@ -560,7 +564,9 @@ def _finish(root: Path, reader: InputReader, run_info: dict[str, Any]) -> dict[s
 
     parts = _committed_parts(root / BATCH_FILES["parts"])
     # skipped.csv
-    sk = pd.DataFrame([(s.row, s.input, s.reason) for s in reader.skipped],
+    # inputs left out, then inputs geolocated without their (unusable) ground truth
+    sk = pd.DataFrame([(s.row, s.input, s.reason)
+                       for s in [*reader.skipped, *reader.truth_problems]],
                       columns=["row", "input", "reason"])
     with atomic_path(root / BATCH_FILES["skipped"], overwrite=True) as tmp:
         sk.to_csv(tmp, index=False)
@@ -826,13 +832,19 @@ def locate_batch(
                         _run_dask(client, runner, chunks, settings, int(seed), on_result)
         with stage("writing the GeoPackage and the summaries"):
             summary = _finish(root, reader, run_info)
+        if reader.truth_problems:
+            first = reader.truth_problems[0]
+            log.warning("%d input(s) were geolocated but not scored: their ground truth is "
+                        "unusable (first: row %s, %s); see %s", len(reader.truth_problems),
+                        first.row, first.reason, root / BATCH_FILES["skipped"])
         timings["total_s"] = time.perf_counter() - t0
         _write_json(root / BATCH_FILES["run"], {
             **run_info, "complete": True, "n_done": summary["n_done"],
-            "n_skipped": len(reader.skipped), "last_run": {"n_new": writer.n_written,
+            "n_skipped": len(reader.skipped), "n_bad_truth": len(reader.truth_problems),
+            "last_run": {"n_new": writer.n_written,
                                                            "n_resumed": resumed, **timings}})
     paths = {k: root / n for k, n in BATCH_FILES.items() if (root / n).exists()}
     return BatchResult(out_dir=root, paths=paths, n_new=writer.n_written,
                        n_done=summary["n_done"], n_resumed=resumed,
                        n_skipped=len(reader.skipped), accuracy=summary["accuracy"],
-                       timings=timings)
+                       timings=timings, n_bad_truth=len(reader.truth_problems))
