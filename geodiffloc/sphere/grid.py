@@ -254,7 +254,16 @@ class LatLonGrid:
         # In place: ``da`` is ours, and each copy of a 0.25 degree stack costs a full pass.
         da = da.rio.set_spatial_dims(x_dim="lon", y_dim="lat", inplace=True)
         da = da.rio.write_crs("EPSG:4326", inplace=True)
-        return da.rio.write_transform(self.transform, inplace=True)
+        da = da.rio.write_transform(self.transform, inplace=True)
+        # xarray caches the accessor on the array and the accessor points back at it: a
+        # reference cycle, so a dropped field (and its values) would wait for Python's
+        # cyclic GC, which counts objects, not bytes. Over a loop of large fields that
+        # piled up gigabytes. Everything rioxarray needs is in the coords and attrs now
+        # (a new accessor finds lat/lon by their CF ``axis``), so drop the cached one.
+        cache = getattr(da, "_cache", None)
+        if isinstance(cache, dict):
+            cache.pop("rio", None)
+        return da
 
 
 def _attr_value(v: Any) -> Any:

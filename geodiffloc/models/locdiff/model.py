@@ -581,11 +581,12 @@ class LocDiff(nn.Module, Geolocator):
             raise ValueError(f"coeffs must be (n, K, {self.dim}) samples; got "
                              f"{tuple(coeffs.shape)}.")
         grid = LatLonGrid.global_(resolution)
-        maps = []
+        # one output array filled query by query (no list of maps and stacked copy)
+        values = np.empty((coeffs.shape[0], *grid.shape), dtype=np.float64)
         for q in range(coeffs.shape[0]):
             da = self.shdd.field(coeffs[q], resolution=resolution, kind="mass")
-            maps.append(np.asarray(da.values).mean(axis=0, dtype=np.float64))
-        values = np.stack(maps)
+            np.mean(da.values, axis=0, dtype=np.float64, out=values[q])
+            del da  # the next query's samples reuse its memory
         values /= values.sum(axis=(1, 2), keepdims=True)
         n_steps = steps if steps is not None else (
             self.diffusion.num_train_timesteps if sampler == "ddpm" else 20)
