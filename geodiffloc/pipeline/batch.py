@@ -305,7 +305,8 @@ def _truncate_zarr(path: Path, n: int) -> None:
     for _, arr in group.arrays():
         dims = arr.attrs.get("_ARRAY_DIMENSIONS") or getattr(arr.metadata, "dimension_names",
                                                              None) or ()
-        if dims and dims[0] == "query" and arr.shape[0] != n:
+        first = dims[0] if isinstance(dims, list | tuple) and dims else None
+        if first == "query" and arr.shape[0] != n:
             arr.resize((n, *arr.shape[1:]))
 
 
@@ -351,7 +352,7 @@ def _process_chunk(runner: Runner, values: list[str], settings: dict[str, Any],
     return out
 
 
-def _country_masses(fld: Any, scale: str, min_prob: float) -> Any:
+def _country_masses(fld: Any, scale: Literal["10m", "lowres"], min_prob: float) -> Any:
     import pandas as pd
 
     from ..geo import countries, zonal_probability
@@ -572,7 +573,8 @@ def _finish(root: Path, reader: InputReader, run_info: dict[str, Any]) -> dict[s
         sk.to_csv(tmp, index=False)
     # predictions.gpkg, streamed part by part (memory: one part at a time)
     gpkg = root / BATCH_FILES["predictions"]
-    errors, counts = [], {}
+    errors: list[Any] = []
+    counts: dict[tuple[str, str], int] = {}
     if parts:
         import geopandas as gpd
         import pyogrio

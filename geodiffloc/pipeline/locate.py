@@ -183,8 +183,8 @@ def _resolve_model(model: Any, encoder: Any, progress: bool, retrain: bool,
                           retrain_default=retrain)
 
 
-def _country_table(fld: Any, labels: list[str], scale: str, min_prob: float,
-                   progress: bool) -> Any:
+def _country_table(fld: Any, labels: list[str], scale: Literal["10m", "lowres"],
+                   min_prob: float, progress: bool) -> Any:
     import pandas as pd
 
     from ..geo import countries, zonal_probability

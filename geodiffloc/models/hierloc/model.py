@@ -96,6 +96,14 @@ class HierLoc(nn.Module, Geolocator):
 
     checkpoint_format = FORMAT
     model_name = "HierLoc"
+    # buffers registered in __init__ (declared so type checkers see tensors)
+    _latlon: torch.Tensor
+    _level: torch.Tensor
+    _parent: torch.Tensor
+    _ancestors: torch.Tensor
+    _leaves: torch.Tensor
+    _leaf_xyz: torch.Tensor
+    _pos_in_level: torch.Tensor
 
     def __init__(
         self,
@@ -728,7 +736,7 @@ class HierLoc(nn.Module, Geolocator):
         load_state_strict(self, own, "HierLoc checkpoint")
 
     @classmethod
-    def from_checkpoint_config(cls, cfg: dict[str, Any], *,  # type: ignore[override]
+    def from_checkpoint_config(cls, cfg: dict[str, Any], *,
                                hierarchy: EntityHierarchy | None = None,
                                encoder: Any = None) -> HierLoc:
         if hierarchy is None:
