@@ -241,12 +241,22 @@ def _trainer(cfg: dict[str, Any], out: Path, monitor: str | None, callbacks: lis
     if t["deterministic"] and t["accelerator"] in ("auto", "gpu", "cuda"):
         # cuBLAS needs this for deterministic matrix products (set before CUDA starts)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     from .checkpoint_io import AtomicCheckpointIO
 
-    # checkpoints are written temp + fsync + rename: a killed run never leaves a torn
-    # last.ckpt in place of the previous good one
-    return pl.Trainer(**t, logger=logger, callbacks=cbs, default_root_dir=out,
-                      plugins=[AtomicCheckpointIO()]), ckpt
+    try:
+        # checkpoints are written temp + fsync + rename: a killed run never leaves a torn
+        # last.ckpt in place of the previous good one
+        trainer = pl.Trainer(**t, logger=logger, callbacks=cbs, default_root_dir=out,
+                             plugins=[AtomicCheckpointIO()])
+    except MisconfigurationException as err:  # e.g. accelerator "gpu" on a CPU machine
+        raise ValueError(
+            f"the trainer settings do not fit this machine (accelerator={t['accelerator']!r}, "
+            f"devices={t.get('devices')!r}): {err} Use accelerator 'auto' or 'cpu' (CLI "
+            "--accelerator) or fewer devices (--devices)."
+        ) from None
+    return trainer, ckpt
 
 
 def _write_text(path: Path, text: str) -> None:

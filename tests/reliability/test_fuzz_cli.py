@@ -175,3 +175,15 @@ def test_train_command(f, tmp_path_factory, data):
     _ok_or_clear(outcome, f"{argv}: {detail}")
     if outcome == "silent":
         assert (out / "model.safetensors").is_file()
+
+
+def test_train_on_a_missing_gpu_is_one_clear_line(f, tmp_path):
+    """Lightning's MisconfigurationException (no GPU backend) used to end as a 'bug' (exit 1)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    outcome, detail = judge_cli(["train", "locdiff", "-c", str(f["tiny_yaml"]), "-o",
+                                 str(tmp_path / "run"), "--no-progress", "--accelerator", "gpu"])
+    assert outcome == "clear", detail
+    assert "accelerator='gpu'" in detail and "--accelerator" in detail
