@@ -250,7 +250,10 @@ def _trainer(cfg: dict[str, Any], out: Path, monitor: str | None, callbacks: lis
         # last.ckpt in place of the previous good one
         trainer = pl.Trainer(**t, logger=logger, callbacks=cbs, default_root_dir=out,
                              plugins=[AtomicCheckpointIO()])
-    except MisconfigurationException as err:  # e.g. accelerator "gpu" on a CPU machine
+    except (MisconfigurationException, TypeError, ImportError) as err:
+        # accelerator "gpu" on a CPU machine; devices=-1 (all GPUs) on CPU is a TypeError
+        # from Lightning's device parser; "tpu" without torch_xla an ImportError. The
+        # config's keys are checked, so this is its values not fitting the machine.
         raise ValueError(
             f"the trainer settings do not fit this machine (accelerator={t['accelerator']!r}, "
             f"devices={t.get('devices')!r}): {err} Use accelerator 'auto' or 'cpu' (CLI "
