@@ -22,7 +22,7 @@ from collections.abc import Callable
 __all__ = ["before_first_field", "provide_trainer", "run_before_first_field", "trainer"]
 
 _pending: list[Callable[[], object]] = []
-_trainer: list[Callable[[], Callable[..., object]]] = []
+_trainer: list[Callable[[], Callable[..., list[float]]]] = []
 
 
 def before_first_field(fn: Callable[[], object]) -> None:
@@ -36,12 +36,12 @@ def run_before_first_field() -> None:
         _pending.pop(0)()
 
 
-def provide_trainer(loader: Callable[[], Callable[..., object]]) -> None:
+def provide_trainer(loader: Callable[[], Callable[..., list[float]]]) -> None:
     """Register ``loader``, which returns the in-memory training function (imported lazily)."""
     _trainer[:] = [loader]
 
 
-def trainer() -> Callable[..., object]:
+def trainer() -> Callable[..., list[float]]:
     """The in-memory training function registered by the package root.
 
     Raises

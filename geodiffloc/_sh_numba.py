@@ -16,14 +16,18 @@ import functools
 import math
 import os
 import threading
+from types import ModuleType
 
 import numpy as np
 
+numba: ModuleType | None
 try:  # pragma: no cover - exercised by whichever environment runs the tests
     if os.environ.get("GEODIFFLOC_NO_NUMBA", "") not in ("", "0"):
         raise ImportError("disabled by GEODIFFLOC_NO_NUMBA")
-    import numba
+    import numba as _numba
     from numba import prange
+
+    numba = _numba
 except Exception:  # numba may fail on import against a newer numpy
     numba = None
 
@@ -250,9 +254,12 @@ def fill_real_sph_harm(latlon: np.ndarray, L: int, out: np.ndarray,
     ll = np.asarray(latlon, dtype=np.float64)
     lat = np.ascontiguousarray(ll[:, 0])
     lon = np.ascontiguousarray(ll[:, 1])
+    if numba is None:
+        raise RuntimeError("the numba kernel is not available; check available() first.")
     with _LOCK:
         if threads is not None:
-            numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+            most = int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))  # set at numba's import
+            numba.set_num_threads(max(1, min(int(threads), most)))
         _kernel(lat, lon, L, a, b, sect, w, out)
 
 

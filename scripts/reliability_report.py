@@ -2,14 +2,15 @@
 
 Usage::
 
-    python scripts/reliability_report.py [--skip-signals] [--queries 100]
+    python scripts/reliability_report.py [--skip-signals] [--queries 100] [--fuzz-examples 0]
 
 Writes ``docs/reliability_results.json`` (every case with its outcome) and rewrites the
 part of ``docs/reliability.md`` between the ``<!-- results -->`` markers. Nothing in
 the tables is typed by hand: the battery of bad inputs (tests/reliability/rel_battery.py),
 kill -9 at every commit point and at random times of ``locate`` (test_faults.py's
-helpers), the signal/concurrency scenarios (test_signals.py, run by pytest) and a load
-run of ``locate`` with a tiny model.
+helpers), the hypothesis suites (test_fuzz*.py: every drawn call's outcome), the
+signal/concurrency scenarios (test_signals.py, run by pytest) and a load run of
+``locate`` with a tiny model (``--queries``, 0 to skip it).
 """
 
 from __future__ import annotations
@@ -73,6 +74,33 @@ def faults(work: Path) -> list[dict]:
     return out
 
 
+FUZZ_SUITES = ("test_fuzz.py", "test_fuzz_api.py", "test_fuzz_cli.py")
+
+
+def fuzz(work: Path, examples: int) -> dict:
+    """Run the hypothesis suites; every drawn example's outcome, and each test's verdict.
+
+    ``examples`` > 0 explores that many random examples per test (REL_FUZZ_EXAMPLES);
+    0 runs the suites as CI does (a few fixed examples each).
+    """
+    record, xml = work / "fuzz.jsonl", work / "fuzz.xml"
+    env = dict(os.environ, PYTHONPATH=str(REPO), REL_FUZZ_RECORD=str(record))
+    if examples:
+        env["REL_FUZZ_EXAMPLES"] = str(examples)
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                    *(str(TESTS / t) for t in FUZZ_SUITES), f"--junitxml={xml}"], env=env,
+                   check=False, capture_output=True)
+    verdicts = {}
+    for case in ET.parse(xml).getroot().iter("testcase"):
+        failed = case.find("failure") is not None or case.find("error") is not None
+        verdicts[case.get("name")] = "failed" if failed else "passed"
+    draws = [json.loads(line) for line in record.read_text().splitlines()] \
+        if record.exists() else []
+    for d in draws:
+        d["test"] = d["test"].split("::")[-1]
+    return {"examples": examples, "verdicts": verdicts, "draws": draws}
+
+
 def signals(work: Path) -> list[dict]:
     xml = work / "signals.xml"
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -123,6 +151,32 @@ def render(res: dict) -> str:
                      f"{c['traceback']} | {c['hang']} | {c['silent']} |")
     lines.append(f"| **all** | | **{sum(total.values())}** | **{total['clear']}** | "
                  f"**{total['traceback']}** | **{total['hang']}** | **{total['silent']}** |")
+    fz = res.get("fuzz")
+    if fz:
+        how = (f"{fz['examples']} random examples per test" if fz["examples"]
+               else "the fixed examples CI runs")
+        lines += ["", f"**Fuzzed inputs** (hypothesis, {how}; a drawn call must give a "
+                  "checked, valid answer or a clear error)", "",
+                  "| suite test | drawn | valid answer | clear error | other | verdict |",
+                  "|---|---:|---:|---:|---:|---|"]
+        per: dict[str, Counter] = {}
+        for d in fz["draws"]:
+            per.setdefault(d["test"], Counter())[d["outcome"]] += 1
+        ftotal: Counter = Counter()
+        for name in sorted(set(per) | set(fz["verdicts"])):
+            c = per.get(name, Counter())
+            ftotal += c
+            other = sum(c.values()) - c["silent"] - c["clear"]
+            lines.append(f"| {name.removeprefix('test_')} | {sum(c.values())} | "
+                         f"{c['silent']} | {c['clear']} | {other} | "
+                         f"{fz['verdicts'].get(name, '?')} |")
+        n_failed = sum(v == "failed" for v in fz["verdicts"].values())
+        lines.append(f"| **all** | **{sum(ftotal.values())}** | **{ftotal['silent']}** | "
+                     f"**{ftotal['clear']}** | "
+                     f"**{sum(ftotal.values()) - ftotal['silent'] - ftotal['clear']}** | "
+                     f"**{len(fz['verdicts']) - n_failed} passed, {n_failed} failed** |")
+        lines += ["", "\"Other\" counts draws a test then judged (a traceback is a failure; "
+                  "an accepted bad input fails the test's answer checks)."]
     lines += ["", "**Faults injected**", "", "| fault | injected | survived, nothing lost |",
               "|---|---:|---:|"]
     fgroups: dict[str, list[bool]] = {}
@@ -144,7 +198,12 @@ def render(res: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-signals", action="store_true")
-    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--queries", type=int, default=100,
+                    help="queries of the load run (default 100: about 2 minutes on 2 "
+                    "cores; 0 skips it and keeps no load table)")
+    ap.add_argument("--fuzz-examples", type=int, default=0,
+                    help="random hypothesis examples per fuzz test (default 0: the fixed "
+                    "examples CI runs)")
     ap.add_argument("--load-only", type=Path, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     import torch
@@ -161,14 +220,17 @@ def main() -> int:
                           f"{platform.python_version()}",
                "load_average": " / ".join(f"{x:.1f}" for x in os.getloadavg())}
         res["battery"] = battery(work)
+        res["fuzz"] = fuzz(work, a.fuzz_examples)
         res["faults"] = faults(work)
         if not a.skip_signals:
             res["faults"] += signals(work)
-        # a fresh process: its peak memory is the load run's alone
-        run = subprocess.run([sys.executable, __file__, "--load-only", str(work)],
-                             capture_output=True, text=True, check=True,
-                             env=dict(os.environ, PYTHONPATH=str(REPO)))
-        res["load"] = json.loads(run.stdout.strip().splitlines()[-1])
+        if a.queries > 0:
+            # a fresh process: its peak memory is the load run's alone
+            run = subprocess.run([sys.executable, __file__, "--load-only", str(work),
+                                  "--queries", str(a.queries)],
+                                 capture_output=True, text=True, check=True,
+                                 env=dict(os.environ, PYTHONPATH=str(REPO)))
+            res["load"] = json.loads(run.stdout.strip().splitlines()[-1])
     RESULTS.write_text(json.dumps(res, indent=1, default=str))
     doc = DOC.read_text()
     head, _, rest = doc.partition(START)
@@ -176,9 +238,11 @@ def main() -> int:
     DOC.write_text(head + render(res) + tail)
     bad = [r for r in res["battery"] if r["outcome"] != "clear"]
     lost = [f for f in res["faults"] if not f["survived"]]
-    print(f"{len(res['battery'])} bad inputs: {len(bad)} not clear; {len(res['faults'])} "
-          f"faults: {len(lost)} lost something")
-    return 1 if bad or lost else 0
+    fz_failed = [n for n, v in res["fuzz"]["verdicts"].items() if v != "passed"]
+    print(f"{len(res['battery'])} bad inputs: {len(bad)} not clear; "
+          f"{len(res['fuzz']['draws'])} fuzzed calls, failing tests: {fz_failed or 'none'}; "
+          f"{len(res['faults'])} faults: {len(lost)} lost something")
+    return 1 if bad or lost or fz_failed else 0
 
 
 if __name__ == "__main__":

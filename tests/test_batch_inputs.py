@@ -50,6 +50,42 @@ def test_csv_table_with_text_column_and_truth(tmp_path):
     assert items[0].true_lat == pytest.approx(48.85) and items[0].true_lon == pytest.approx(2.35)
     assert math.isnan(items[1].true_lat)  # unparseable truth: no accuracy, still an input
     assert [(s.row, s.reason) for s in r.skipped] == [(1, "empty text")]
+    # ... and reported, not dropped silently
+    assert [s.row for s in r.truth_problems] == [2]
+    assert "'bad'" in r.truth_problems[0].reason
+
+
+def test_bad_truth_coordinates_are_reported_never_clamped(tmp_path):
+    src = tmp_path / "t.csv"
+    pd.DataFrame({"text": ["a", "b", "c", "d", "e", "f", "g"],
+                  "lat": ["91", "-45", "", "10", "inf", "", "45"],
+                  "lon": ["5", "200", "", "", "3", "7", "-181"]}).to_csv(src, index=False)
+    r = InputReader(src, modality="text")
+    items = list(r)
+    assert len(items) == 7  # every row is still geolocated
+    # lon 200 is 0..360 notation: normalised, not a problem; two blank cells: no truth
+    assert items[1].true_lat == -45.0 and items[1].true_lon == -160.0
+    assert math.isnan(items[2].true_lat)
+    bad = {s.row: s.reason for s in r.truth_problems}
+    assert sorted(bad) == [0, 3, 4, 5, 6]
+    assert "lat=91" in bad[0] and "outside" in bad[0]
+    assert "not a pair of finite numbers" in bad[3] and "not a pair" in bad[4]
+    assert "lon=-181" in bad[6]
+    for row in bad:  # never clamped to the edge or wrapped: no truth at all
+        assert math.isnan(items[row].true_lat) and math.isnan(items[row].true_lon)
+
+
+def test_geoparquet_with_non_point_truth_is_reported(tmp_path):
+    import shapely
+
+    src = tmp_path / "t.parquet"
+    gpd.GeoDataFrame({"text": ["Paris", "Oslo", "Rome"]},
+                     geometry=[shapely.Point(2.35, 48.85), shapely.box(0, 0, 1, 1), None],
+                     crs="EPSG:4326").to_parquet(src)
+    r = InputReader(src, modality="text")
+    items = list(r)
+    assert len(items) == 3 and items[0].true_lat == pytest.approx(48.85)
+    assert [(s.row, "Polygon" in s.reason) for s in r.truth_problems] == [(1, True)]
 
 
 def test_table_without_the_column_says_which_columns_exist(tmp_path):

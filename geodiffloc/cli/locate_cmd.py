@@ -145,6 +145,9 @@ def _batch(args: argparse.Namespace, source: object) -> int:
     )
     print(f"geolocated {res.n_new} input(s) in this run; {res.n_done} in {res.out_dir} in "
           f"total ({res.n_resumed} already done, {res.n_skipped} skipped: see skipped.csv)")
+    if res.n_bad_truth:
+        print(f"{res.n_bad_truth} input(s) had unusable ground-truth coordinates: geolocated "
+              "but not scored (listed in skipped.csv)")
     if res.accuracy:
         a = res.accuracy
         print(f"accuracy on {a['n']} input(s) with a known position: median "

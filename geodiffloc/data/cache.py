@@ -4,10 +4,19 @@ Benchmarks, tutorials and training jobs often embed the same texts with the same
 encoder; the cache turns the second run into a file read. The key hashes the
 encoder's ``name`` and the exact inputs, so a different encoder or a changed text
 never hits a stale entry.
+
+An entry is two files, each written atomically (temp + fsync + rename): the array
+``<key>.npy`` and then its manifest ``<key>.json`` (size and SHA-256 of the array file).
+An entry is used only if the manifest exists and the array file matches it in size and
+hash, is readable, has the expected shape and is finite; anything else (a run killed
+between the two writes, a truncated copy, flipped bits) is recomputed and rewritten.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -123,16 +132,42 @@ def cached_encode(
     return emb
 
 
-def _read_entry(path: Path, shape: tuple[int, int]) -> torch.Tensor | None:
-    """A cache entry if it is intact (readable, right shape, finite), else ``None``.
+def _manifest_path(path: Path) -> Path:
+    return path.with_suffix(".json")
 
-    Entries are written atomically, so a bad one means outside damage (a truncated copy,
-    a full disk elsewhere); it is rebuilt rather than trusted.
+
+def _read_entry(path: Path, shape: tuple[int, int]) -> torch.Tensor | None:
+    """A cache entry if it is intact, else ``None`` (and it is recomputed).
+
+    Intact: its manifest exists, the array file has the recorded size and SHA-256, and
+    the array is readable, of the right shape and finite. Entries are written
+    atomically, so a bad one means a run killed between the array and its manifest, or
+    outside damage (a truncated copy, flipped bits); it is rebuilt rather than trusted.
     """
     if not path.exists():
         return None
     try:
-        arr = np.load(path, allow_pickle=False)
+        manifest = json.loads(_manifest_path(path).read_text())
+        size, digest = int(manifest["size"]), str(manifest["sha256"])
+    except FileNotFoundError:
+        log.info("embedding cache entry %s has no manifest (an older cache, or a run "
+                 "stopped while writing it); recomputing it.", path)
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("embedding cache manifest of %s is unreadable (%s); recomputing the "
+                    "entry.", path, err)
+        return None
+    try:
+        if path.stat().st_size != size:
+            log.warning("embedding cache entry %s has %d bytes, its manifest says %d; "
+                        "recomputing it.", path, path.stat().st_size, size)
+            return None
+        raw = path.read_bytes()
+        if hashlib.sha256(raw).hexdigest() != digest:
+            log.warning("embedding cache entry %s does not match its SHA-256; recomputing it.",
+                        path)
+            return None
+        arr = np.load(io.BytesIO(raw), allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:
         log.warning("embedding cache entry %s is unreadable (%s); recomputing it.", path, err)
         return None
@@ -146,10 +181,18 @@ def _read_entry(path: Path, shape: tuple[int, int]) -> torch.Tensor | None:
 
 def _write_entry(path: Path, arr: np.ndarray) -> None:
     """Store an entry; the cache is optional, so a full disk or a read-only folder only warns."""
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    raw = buf.getvalue()
+    manifest = {"size": len(raw), "sha256": hashlib.sha256(raw).hexdigest(),
+                "shape": list(arr.shape), "dtype": str(arr.dtype)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path, overwrite=path.exists()) as tmp:
-            np.save(tmp, arr)
+        # the array first, then the manifest that vouches for it (the commit point)
+        with atomic_path(path, overwrite=True) as tmp:
+            tmp.write_bytes(raw)
+        with atomic_path(_manifest_path(path), overwrite=True) as tmp:
+            tmp.write_text(json.dumps(manifest))
     except FileExistsError:  # another process wrote the same entry meanwhile
         pass
     except OSError as err:

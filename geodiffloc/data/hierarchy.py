@@ -472,7 +472,8 @@ def _check_structure(frame: Any) -> None:
     # cycles: walk up from every entity, with memo of entities known to reach a root
     ok: set[str] = set()
     for e in ids:
-        path, cur = [], e
+        path: list[str] = []
+        cur: str | None = e
         on_path: set[str] = set()
         while cur is not None and cur not in ok:
             if cur in on_path:

@@ -141,13 +141,16 @@ def _resolve(p: Any, root: Path | None) -> Path | None:
     return root / path if root is not None and not path.is_absolute() else path
 
 
-def _check_mode(check: Any) -> str:
-    check = "none" if check in (False, None) else check
-    if check not in ("none", "exists", "open", "decode"):
-        raise ValueError(
-            f"check must be 'none', 'exists', 'open' or 'decode'; got {check!r}."
-        )
-    return check
+_CHECKS: tuple[Check, ...] = ("none", "exists", "open", "decode")
+
+
+def _check_mode(check: Check | bool | None) -> Check:
+    if check is False or check is None:
+        return "none"
+    for mode in _CHECKS:
+        if check == mode:
+            return mode
+    raise ValueError(f"check must be 'none', 'exists', 'open' or 'decode'; got {check!r}.")
 
 
 class GeotaggedDataset(torch.utils.data.Dataset):

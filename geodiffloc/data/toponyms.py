@@ -409,7 +409,7 @@ def _save(index: ToponymIndex, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, overwrite=True) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, allow_pickle=False, **arrays)
 
 
 def _load(path: Path) -> ToponymIndex:

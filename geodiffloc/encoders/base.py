@@ -35,10 +35,19 @@ class Encoder(Protocol):
         Where the encoder runs.
     """
 
-    name: str
-    dim: int
-    modality: Modality
-    device: torch.device
+    # read-only members: plain attributes and properties both satisfy them, and an
+    # image-only encoder may narrow ``modality`` to ``"image"``
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def modality(self) -> Modality: ...
+
+    @property
+    def device(self) -> torch.device: ...
 
     def encode(
         self, inputs: Sequence[Any], *, batch_size: int = 64, augment: bool = False,

@@ -58,8 +58,7 @@ def load_image(source: Any) -> Any:
     path = Path(source)
     try:
         with refuse_bombs(path), Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            return im.convert("RGB")
+            return ImageOps.exif_transpose(im).convert("RGB")
     except FileNotFoundError:
         raise ValueError(f"image file {path} does not exist.") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
@@ -129,7 +128,8 @@ class EfficientNetLiteEncoder:
         if weights is False:
             tag = "random"
         else:
-            path = _bundled_weights() if weights in (None, True) else Path(weights)
+            path = (_bundled_weights() if weights is None or weights is True
+                    else Path(weights))
             state = torch.load(path, map_location="cpu", weights_only=True)
             missing, unexpected = net.load_state_dict(state, strict=False)
             # the classifier head is unused, so weights without it are fine
@@ -139,7 +139,7 @@ class EfficientNetLiteEncoder:
                     f"{path} does not hold EfficientNet-Lite0 weights (missing {missing[:3]}, "
                     f"unexpected {list(unexpected)[:3]})."
                 )
-            tag = "imagenet" if weights in (None, True) else Path(weights).stem
+            tag = "imagenet" if weights is None or weights is True else path.stem
         self.name = f"efficientnet:lite0/{tag}"
         net.eval().requires_grad_(False)
         self.net = net.to(self.device)

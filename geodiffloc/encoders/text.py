@@ -170,9 +170,9 @@ class SentenceTransformerEncoder:
         elif hasattr(model, "encode") and hasattr(model, "tokenize"):
             self._model = model.to(self.device)
             self._dim = _st_dim(model)
-            label = getattr(model, "model_card_data", None)
-            label = getattr(label, "base_model", None) or type(model).__name__
-            label = str(label).split("/")[-1]
+            card = getattr(model, "model_card_data", None)
+            base = getattr(card, "base_model", None) or type(model).__name__
+            label = str(base).split("/")[-1]
         else:
             raise ValueError(
                 "model must be None (bundled all-MiniLM-L6-v2), a local sentence-transformers "

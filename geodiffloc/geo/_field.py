@@ -94,7 +94,7 @@ def as_latlon_field(da: Any) -> Any:
         return da
     names = tuple(da.dims[-2:])
     if names == ("lat", "lon"):  # the grid contract already (ours, or read_geotiff's)
-        return da
+        return _lon_from_0_360(da)
     if names not in _XY_NAMES and names[::-1] not in _XY_NAMES:
         return da
     import rioxarray  # noqa: F401  (registers .rio)
@@ -119,6 +119,33 @@ def as_latlon_field(da: Any) -> Any:
         band_tag = da.attrs.get("leading_dim")  # band 1's own tag, read as a dataset attr
         keep = {k: v for k, v in da.attrs.items() if k not in _FILE_ATTRS and k != band_tag}
         da.attrs = {**keep, **FIELD_KINDS[da.attrs["field_kind"]]}
+    return _lon_from_0_360(da)
+
+
+def _lon_from_0_360(da: xr.DataArray) -> xr.DataArray:
+    """Longitudes given as 0..360 (climate and GRIB rasters) moved onto -180..180.
+
+    A global 0..360 grid is rolled so that it starts at -180 (cell values move with
+    their longitudes, nothing is resampled); a regional grid wholly east of 180 is
+    shifted by -360. A regional grid that crosses 180 stays as it is (the grid contract
+    allows cells past +180 there). Anything that is not such a grid is left to
+    :meth:`LatLonGrid.from_dataarray` to judge.
+    """
+    if "lon" not in da.coords or da.sizes.get("lon", 0) < 2:
+        return da
+    lon = np.asarray(da["lon"].values, dtype=np.float64)
+    if not (np.isfinite(lon).all() and lon.max() > 180.0 and lon.min() >= 0.0
+            and lon.max() <= 360.0):
+        return da
+    res = float(lon[1] - lon[0])
+    if res <= 0:
+        return da
+    span = lon[-1] - lon[0] + res
+    if abs(span - 360.0) <= 1e-6 * 360.0 and lon[0] - res / 2 > -1e-9:  # global 0..360
+        new = np.where(lon >= 180.0, lon - 360.0, lon)
+        return da.assign_coords(lon=new).sortby("lon")
+    if lon[0] - res / 2 >= 180.0 - 1e-9:  # regional, wholly in 180..360
+        return da.assign_coords(lon=lon - 360.0)
     return da
 
 
@@ -171,7 +198,11 @@ def field_parts(da: Any, *, dtype: Any = np.float64) -> FieldParts:
             "(da.attrs['field_kind'] = 'mass') or build the field with LatLonGrid.to_dataarray."
         )
     grid = LatLonGrid.from_dataarray(da)
-    values = np.asarray(da.values, dtype=dtype)
+    raw = np.asarray(da.values)
+    if raw.dtype.kind not in "fiub":
+        raise ValueError(f"a field's values must be real numbers; got dtype {raw.dtype}. Take "
+                         "the real part (da.real) or convert the values (da.astype(float)).")
+    values = np.asarray(raw, dtype=dtype)
     lead = None
     coords = None
     if da.ndim == 3:

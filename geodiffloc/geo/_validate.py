@@ -13,7 +13,8 @@ import numpy as np
 
 from .._memory import check_allocation
 
-__all__ = ["as_zone_frame", "check_masses", "check_real_values", "check_supersample"]
+__all__ = ["as_zone_frame", "check_count", "check_finite_masses", "check_masses",
+           "check_real_values", "check_supersample"]
 
 #: A global field's masses may exceed 1 by this much (quadrature and float32 rounding).
 MASS_TOLERANCE = 1e-2
@@ -40,6 +41,21 @@ def as_zone_frame(polygons: Any) -> Any:
             "or lines into areas first (e.g. gdf.to_crs(3857).buffer(10_000).to_crs(4326))."
         )
     return polygons
+
+
+def check_count(value: Any, name: str, upper: int) -> int:
+    """``value`` as a whole number in ``[1, upper]``; bools, strings and fractions refused."""
+    ok = not isinstance(value, bool) and isinstance(value, int | np.integer | float | np.floating)
+    if not ok or not float(value).is_integer() or not 1 <= int(value) <= upper:
+        raise ValueError(f"{name} must be a whole number in [1, {upper}]; got {value!r}.")
+    return int(value)
+
+
+def check_finite_masses(m: np.ndarray, what: str) -> None:
+    """Cell masses must not hold +/-inf (NaN cells are nodata and count as 0)."""
+    if np.isinf(m).any():
+        raise ValueError(f"{what}: the field holds inf; it is not a probability field. "
+                         "Mask or replace infinite cells first.")
 
 
 def check_masses(m: np.ndarray, what: str) -> None:

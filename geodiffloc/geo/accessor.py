@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from ._field import field_parts, masses
+from ._validate import check_count, check_finite_masses
 
 if TYPE_CHECKING:
     import folium
@@ -60,13 +61,12 @@ def top_cells(da: xr.DataArray, k: int = 10) -> gpd.GeoDataFrame:
 
     parts = field_parts(da)
     n_lat, n_lon = parts.grid.shape
-    if not 1 <= int(k) <= n_lat * n_lon:
-        raise ValueError(f"k must be in [1, {n_lat * n_lon}]; got {k}.")
-    k = int(k)
+    k = check_count(k, "k", n_lat * n_lon)
     if parts.kind in ("similarity", "logit"):
         vals, col = parts.values, "score"
     else:
         vals, col = masses(parts, "top"), "mass"
+        check_finite_masses(vals, "top")
     flat = np.nan_to_num(vals.reshape(parts.n_queries, -1), nan=-np.inf)
     best = np.argsort(-flat, axis=1, kind="stable")[:, :k]
     r, c = np.divmod(best, n_lon)

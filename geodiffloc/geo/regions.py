@@ -10,6 +10,7 @@ import numpy as np
 from ..sphere import LatLonGrid
 from ._antimeridian import polygon_parts, to_lonlat_window
 from ._field import field_parts, masses
+from ._validate import check_finite_masses
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -76,6 +77,22 @@ def geodesic_area_km2(geom: BaseGeometry, *, max_segment_deg: float = 0.25) -> f
     return total / 1e6
 
 
+def _check_levels(levels: Any) -> np.ndarray:
+    """``levels`` as a 1-D float array of numbers in (0, 1]; strings and ``None`` refused."""
+    seq = [levels] if isinstance(levels, int | float | np.number) else levels
+    try:
+        if isinstance(seq, str | bytes) or seq is None:
+            raise TypeError
+        lv = np.asarray(list(seq), dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise ValueError(f"levels must be a sequence of numbers in (0, 1], e.g. (0.5, 0.9); "
+                         f"got {levels!r}.") from None
+    if lv.size == 0 or not ((lv > 0) & (lv <= 1)).all():
+        raise ValueError(f"levels must be numbers in (0, 1], e.g. (0.5, 0.9); got "
+                         f"{lv.tolist()}.")
+    return lv
+
+
 def _polygonize(mask: np.ndarray, grid: LatLonGrid) -> Any:
     import shapely
     from rasterio.features import shapes
@@ -126,11 +143,10 @@ def credible_regions(
     """
     import geopandas as gpd
 
-    lv = np.asarray(levels, dtype=np.float64).ravel()
-    if lv.size == 0 or not ((lv > 0) & (lv <= 1)).all():
-        raise ValueError(f"levels must be numbers in (0, 1]; got {list(levels)}.")
+    lv = _check_levels(levels)
     parts = field_parts(field)
     m = masses(parts, "credible_regions")
+    check_finite_masses(m, "credible_regions")
     if (m < 0).any():
         raise ValueError("the field has negative masses; credible regions need a probability "
                          "field (non-negative, e.g. from SHDD.field or to_mass).")

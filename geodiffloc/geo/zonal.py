@@ -79,11 +79,20 @@ def _coverage_matrix(geoms: list[Any], grid: LatLonGrid, progress: bool | None =
             near = (bounds[:, 2] + shift > west) & (bounds[:, 0] + shift < east)
             if not near.any():
                 continue
-            part = arr[idx[near]]
-            if shift:
-                part = shapely.transform(part, lambda xy, d=shift: xy + np.array([d, 0.0]))
+            # shift by 360 where needed, and flush sub-nanometre coordinates to 0:
+            # exactextract's robust predicates fail on subnormal numbers ("Never get here")
+            part = shapely.transform(arr[idx[near]], lambda xy, d=shift: np.where(
+                np.abs(xy) < 1e-12, 0.0, xy) + np.array([d, 0.0]))
             frame = gpd.GeoDataFrame(geometry=list(part), crs="EPSG:4326")
-            out = exact_extract(source, frame, ["cell_id", "coverage"], output="pandas")
+            try:
+                out = exact_extract(source, frame, ["cell_id", "coverage"], output="pandas")
+            except RuntimeError as err:
+                rows = idx[near].tolist()
+                raise ValueError(
+                    f"cell coverage failed for the polygon(s) at rows {rows[:5]}"
+                    f"{'...' if len(rows) > 5 else ''}: exactextract says {err}. Repair the "
+                    "geometries (gdf.make_valid(), or gdf.buffer(0)) and try again."
+                ) from err
             for i, ids, cover in zip(idx[near], out["cell_id"], out["coverage"]):
                 ids = np.asarray(ids, dtype=np.int64)
                 rows.append(np.full(ids.size, i, dtype=np.int64))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -18,7 +18,8 @@ _BY_COLUMN = {"continent": "continent", "country": "name"}
 
 
 def group_of(
-    truth: Any, by: str = "continent", *, scale: str = "10m", max_km: float = 50.0
+    truth: Any, by: str = "continent", *, scale: Literal["10m", "lowres"] = "10m",
+    max_km: float = 50.0
 ) -> np.ndarray:
     """Continent / country (or another Natural Earth column) of each point.
 
@@ -76,7 +77,7 @@ def breakdown(
     thresholds: Iterable[float] = DEFAULT_THRESHOLDS_KM,
     method: str = "geodesic",
     *,
-    scale: str = "10m",
+    scale: Literal["10m", "lowres"] = "10m",
     max_km: float = 50.0,
 ) -> Any:
     """:func:`~geodiffloc.metrics.summarize` per group of the **true** location.

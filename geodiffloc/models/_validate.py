@@ -19,7 +19,38 @@ import numpy as np
 import torch
 
 __all__ = ["check_finite_weights", "check_positive_int", "check_sampling_args",
-           "check_state_dict", "parse_checkpoint_config"]
+           "check_state_dict", "parse_checkpoint_config", "real_embeddings"]
+
+
+def real_embeddings(x: torch.Tensor | np.ndarray, what: str = "embeddings") -> torch.Tensor:
+    """``x`` as a float32 tensor, refusing complex, string and object arrays.
+
+    ``torch.as_tensor(...).float()`` would silently drop an imaginary part or fail deep
+    inside numpy on strings; embeddings are real numbers.
+
+    Examples
+    --------
+    >>> real_embeddings(np.ones((1, 3))).dtype
+    torch.float32
+    >>> real_embeddings(np.ones((1, 3), dtype=complex))
+    Traceback (most recent call last):
+    ...
+    ValueError: embeddings must be real numbers; got dtype complex128. Pass the encoder's \
+float features (take .real or convert them first).
+    """
+    dtype = x.dtype if isinstance(x, torch.Tensor) else np.asarray(x).dtype
+    if isinstance(dtype, torch.dtype):
+        ok = not (dtype.is_complex or dtype == torch.bool)
+        name = str(dtype).removeprefix("torch.")
+    else:
+        ok = dtype.kind in "fiu"
+        name = str(dtype)
+    if not ok:
+        raise ValueError(f"{what} must be real numbers; got dtype {name}. Pass the encoder's "
+                         "float features (take .real or convert them first).")
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(torch.float32)
+    return torch.as_tensor(np.asarray(x, dtype=np.float32))
 
 
 def check_positive_int(value: Any, name: str) -> int:

@@ -194,11 +194,11 @@ class Geolocator(ABC):
     model_name: ClassVar[str]
 
     @abstractmethod
-    def predict(self, inputs: Any, **kwargs: Any) -> Any:
+    def predict(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         """One or more located points per input, as an EPSG:4326 GeoDataFrame."""
 
     @abstractmethod
-    def probability_map(self, inputs: Any, **kwargs: Any) -> Any:
+    def probability_map(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         """A georeferenced ``xarray.DataArray`` per input (leading ``query`` dim)."""
 
     @abstractmethod
@@ -207,7 +207,8 @@ class Geolocator(ABC):
 
     @classmethod
     @abstractmethod
-    def from_checkpoint_config(cls: type[G], cfg: dict[str, Any], **kwargs: Any) -> G:
+    def from_checkpoint_config(cls: type[G], cfg: dict[str, Any], *args: Any,
+                               **kwargs: Any) -> G:
         """A fresh model built from :meth:`checkpoint_config` (``kwargs`` from :meth:`load`)."""
 
     def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
@@ -266,4 +267,4 @@ class Geolocator(ABC):
         model.load_checkpoint_tensors(tensors)
         assert isinstance(model, nn.Module)
         model.eval()
-        return model.to(device) if device is not None else model  # type: ignore[return-value]
+        return model.to(device) if device is not None else model

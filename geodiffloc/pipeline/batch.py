@@ -106,6 +106,9 @@ class BatchResult:
     accuracy
         Accuracy against the inputs' ground truth (``n``, ``median_km``,
         ``acc@25km_%``, ...), or None when no input had any.
+    n_bad_truth
+        Inputs geolocated but not scored because their ground truth was unusable
+        (listed in ``skipped.csv`` with the reason).
     """
 
     out_dir: Path
@@ -116,6 +119,7 @@ class BatchResult:
     n_skipped: int
     accuracy: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    n_bad_truth: int = 0
 
     def predictions(self) -> Any:
         """All predictions so far, as one GeoDataFrame (EPSG:4326), read from the parts."""
@@ -301,7 +305,8 @@ def _truncate_zarr(path: Path, n: int) -> None:
     for _, arr in group.arrays():
         dims = arr.attrs.get("_ARRAY_DIMENSIONS") or getattr(arr.metadata, "dimension_names",
                                                              None) or ()
-        if dims and dims[0] == "query" and arr.shape[0] != n:
+        first = dims[0] if isinstance(dims, list | tuple) and dims else None
+        if first == "query" and arr.shape[0] != n:
             arr.resize((n, *arr.shape[1:]))
 
 
@@ -347,7 +352,7 @@ def _process_chunk(runner: Runner, values: list[str], settings: dict[str, Any],
     return out
 
 
-def _country_masses(fld: Any, scale: str, min_prob: float) -> Any:
+def _country_masses(fld: Any, scale: Literal["10m", "lowres"], min_prob: float) -> Any:
     import pandas as pd
 
     from ..geo import countries, zonal_probability
@@ -560,13 +565,16 @@ def _finish(root: Path, reader: InputReader, run_info: dict[str, Any]) -> dict[s
 
     parts = _committed_parts(root / BATCH_FILES["parts"])
     # skipped.csv
-    sk = pd.DataFrame([(s.row, s.input, s.reason) for s in reader.skipped],
+    # inputs left out, then inputs geolocated without their (unusable) ground truth
+    sk = pd.DataFrame([(s.row, s.input, s.reason)
+                       for s in [*reader.skipped, *reader.truth_problems]],
                       columns=["row", "input", "reason"])
     with atomic_path(root / BATCH_FILES["skipped"], overwrite=True) as tmp:
         sk.to_csv(tmp, index=False)
     # predictions.gpkg, streamed part by part (memory: one part at a time)
     gpkg = root / BATCH_FILES["predictions"]
-    errors, counts = [], {}
+    errors: list[Any] = []
+    counts: dict[tuple[str, str], int] = {}
     if parts:
         import geopandas as gpd
         import pyogrio
@@ -826,13 +834,19 @@ def locate_batch(
                         _run_dask(client, runner, chunks, settings, int(seed), on_result)
         with stage("writing the GeoPackage and the summaries"):
             summary = _finish(root, reader, run_info)
+        if reader.truth_problems:
+            first = reader.truth_problems[0]
+            log.warning("%d input(s) were geolocated but not scored: their ground truth is "
+                        "unusable (first: row %s, %s); see %s", len(reader.truth_problems),
+                        first.row, first.reason, root / BATCH_FILES["skipped"])
         timings["total_s"] = time.perf_counter() - t0
         _write_json(root / BATCH_FILES["run"], {
             **run_info, "complete": True, "n_done": summary["n_done"],
-            "n_skipped": len(reader.skipped), "last_run": {"n_new": writer.n_written,
+            "n_skipped": len(reader.skipped), "n_bad_truth": len(reader.truth_problems),
+            "last_run": {"n_new": writer.n_written,
                                                            "n_resumed": resumed, **timings}})
     paths = {k: root / n for k, n in BATCH_FILES.items() if (root / n).exists()}
     return BatchResult(out_dir=root, paths=paths, n_new=writer.n_written,
                        n_done=summary["n_done"], n_resumed=resumed,
                        n_skipped=len(reader.skipped), accuracy=summary["accuracy"],
-                       timings=timings)
+                       timings=timings, n_bad_truth=len(reader.truth_problems))

@@ -35,7 +35,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .._fingerprint import fingerprint
 from .._interrupt import stage
@@ -299,10 +299,16 @@ def train_default_model(
             raise FileExistsError(f"{p} already exists; pass overwrite=True to replace it.")
     d = cfg["data"]
     t0 = time.perf_counter()
+    cache: str | os.PathLike | Literal[False] | None
+    if embedding_cache is False:
+        cache = False
+    elif embedding_cache is None or embedding_cache is True:
+        cache = None  # the default cache folder
+    else:
+        cache = embedding_cache
     task = text_task(
         int(d["n_train"]), int(d["n_test"]), d["split"], seed=int(cfg["seed"]), encoder=encoder,
-        cache_dir=False if embedding_cache is False else (
-            None if embedding_cache in (None, True) else embedding_cache),
+        cache_dir=cache,
         min_population=int(d["min_population"]), weighting=d["weighting"],
         test_frac=float(d.get("test_frac", 0.2)), templates=d["templates"], batch_size=128,
         progress=progress,
@@ -481,6 +487,7 @@ def _load_cached(path: Path, encoder: Any) -> Any:
         log.warning("the cached default model %s is not usable (%s); training it again.",
                     path, problem)
         return None
+    assert model is not None  # a model that failed a check was set to None with its problem
     if model.encoder_record["name"] != encoder.name:
         raise ValueError(
             f"the cached default model {path} was trained on {model.encoder_record['name']!r}"

@@ -159,6 +159,30 @@ def _float(v: Any) -> float:
     return f if math.isfinite(f) else math.nan
 
 
+def _blank(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (
+        isinstance(v, str) and not v.strip())
+
+
+def _truth(lat: Any, lon: Any) -> tuple[float, float, str | None]:
+    """Ground truth of a table row: ``(lat, lon, problem)``; longitudes 0..360 normalised.
+
+    Two blank cells mean "no truth" (no problem). Anything else that is not a valid
+    coordinate pair gives NaN and a problem to report: the row is still geolocated,
+    only its accuracy is not scored (a bad truth is never clamped or wrapped).
+    """
+    if _blank(lat) and _blank(lon):
+        return math.nan, math.nan, None
+    la, lo = _float(lat), _float(lon)
+    if math.isnan(la) or math.isnan(lo):
+        return math.nan, math.nan, (f"truth lat={lat!r}, lon={lon!r} is not a pair of finite "
+                                    "numbers")
+    if not (-90.0 <= la <= 90.0 and -180.0 <= lo <= 360.0):
+        return math.nan, math.nan, (f"truth lat={la:g}, lon={lo:g} is outside lat -90..90, "
+                                    "lon -180..360 (swapped columns or projected units?)")
+    return la, (lo - 360.0 if lo > 180.0 else lo), None
+
+
 class InputReader:
     """Iterate a collection's usable inputs; record the ones left out.
 
@@ -178,6 +202,10 @@ class InputReader:
     ----------
     skipped
         The inputs left out so far, with reasons.
+    truth_problems
+        Inputs geolocated without their ground truth because it was unusable (a
+        coordinate that is not a number or out of range, a geometry that is not a point),
+        with reasons; bad coordinates are reported here, never dropped or clamped silently.
     n_seen
         Inputs read so far, usable or not.
 
@@ -205,6 +233,7 @@ class InputReader:
         self.source, self.modality, self.column = source, modality, column
         self.lat_column, self.lon_column = lat_column, lon_column
         self.skipped: list[SkippedInput] = []
+        self.truth_problems: list[SkippedInput] = []
         self.n_seen = 0
         self.kind = self._kind()
 
@@ -286,15 +315,20 @@ class InputReader:
             lons = frame[lon_c].tolist() if lat_c and lon_c else None
             pts = frame.attrs.get("points")
             for j, v in enumerate(values):
-                if lats is not None:
-                    la, lo = _float(lats[j]), _float(lons[j])  # type: ignore[index]
+                problem = None
+                if lats is not None and lons is not None:
+                    la, lo, problem = _truth(lats[j], lons[j])
                 elif pts is not None:
-                    la, lo = pts[j]
+                    la, lo, problem = pts[j]
+                    if problem is None:
+                        la, lo, problem = _truth(la, lo)
                 else:
                     la, lo = math.nan, math.nan
-                if not (-90.0 <= la <= 90.0 and -180.0 <= lo <= 360.0):
-                    la, lo = math.nan, math.nan  # bad truth: no accuracy for this row
-                yield frame_start + j, v, la, (lo - 360.0 if lo > 180.0 else lo), base
+                if problem is not None:
+                    self.truth_problems.append(SkippedInput(
+                        frame_start + j, "" if v is None else str(v)[:500],
+                        f"geolocated, but not scored: {problem}"))
+                yield frame_start + j, v, la, lo, base
 
     def _table_frames(self, path: Path) -> Iterator[tuple[int, Any]]:
         import pandas as pd
@@ -393,22 +427,30 @@ def _geo_transformer(pf: Any) -> Any:
     except Exception:  # an unreadable CRS: no ground truth from geometry
         return None
 
-    def points(frame: Any) -> list[tuple[float, float]]:
+    def points(frame: Any) -> list[tuple[float, float, str | None]]:
         import shapely
 
-        out = []
+        out: list[tuple[float, float, str | None]] = []
         for wkb in frame[col].tolist() if col in frame else []:
+            if wkb is None:  # no geometry: no truth, nothing wrong
+                out.append((math.nan, math.nan, None))
+                continue
             try:
                 g = shapely.from_wkb(wkb)
-            except Exception:  # a damaged geometry: no truth for this row
-                g = None
-            if g is None or g.is_empty or g.geom_type != "Point":
-                out.append((math.nan, math.nan))
+            except Exception:  # shapely raises GEOSException and others on damaged WKB
+                out.append((math.nan, math.nan, "truth geometry is not readable WKB"))
+                continue
+            if g is None or g.is_empty:
+                out.append((math.nan, math.nan, None))
+                continue
+            if g.geom_type != "Point":
+                out.append((math.nan, math.nan, f"truth geometry is a {g.geom_type}, not a "
+                                                "Point"))
                 continue
             x, y = g.x, g.y
             if tr is not None:
                 x, y = tr.transform(x, y)
-            out.append((_float(y), _float(x)))
+            out.append((y, x, None))
         return out
 
     return points

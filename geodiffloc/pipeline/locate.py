@@ -183,8 +183,8 @@ def _resolve_model(model: Any, encoder: Any, progress: bool, retrain: bool,
                           retrain_default=retrain)
 
 
-def _country_table(fld: Any, labels: list[str], scale: str, min_prob: float,
-                   progress: bool) -> Any:
+def _country_table(fld: Any, labels: list[str], scale: Literal["10m", "lowres"],
+                   min_prob: float, progress: bool) -> Any:
     import pandas as pd
 
     from ..geo import countries, zonal_probability
@@ -333,11 +333,14 @@ def locate(
     >>> res.top_countries(3)  # doctest: +SKIP
     """
     from ..geo import country_of, to_geotiff, write_vector
+    from ..models._validate import check_positive_int
 
-    if int(n_samples) < 1:
-        raise ValueError(f"n_samples must be >= 1; got {n_samples}.")
-    if int(views) < 1:
-        raise ValueError(f"views must be >= 1; got {views}.")
+    n_samples = check_positive_int(n_samples, "n_samples")
+    views = check_positive_int(views, "views")
+    for name, value in (("resolution", resolution), ("min_country_prob", min_country_prob)):
+        if isinstance(value, bool) or not isinstance(value, int | float | np.integer
+                                                     | np.floating):
+            raise ValueError(f"{name} must be a number; got {value!r}.")
     if not (resolution > 0 and abs(180.0 / resolution - round(180.0 / resolution)) < 1e-9):
         raise ValueError(
             f"resolution must divide 180 degrees into whole cells (e.g. 1, 0.5, 0.25); "

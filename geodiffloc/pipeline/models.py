@@ -280,11 +280,11 @@ class Runner:
                  views: int, sampler: str, steps: int | None, seed: int, progress: bool,
                  names: bool = True) -> tuple[Any, Any]:
         model = self.model
-        n_embed, kw = self._ensemble(n_samples, views)
+        n_embed, ensemble = self._ensemble(n_samples, views)
         cond = model.embed_views(items, n_views=n_embed, encoder=self.encoder)
         if n_embed == 1:
             cond = cond[:, 0]
-        kw.update(sampler=sampler, steps=steps, seed=int(seed))
+        kw: dict[str, Any] = {**ensemble, "sampler": sampler, "steps": steps, "seed": int(seed)}
         texts = [str(t) for t in items] if names and self.modality == "text" else None
         return predict_and_map(model, cond, kw, float(resolution), progress, field=field,
                                texts=texts, encoder=self.encoder)

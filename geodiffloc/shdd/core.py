@@ -16,7 +16,7 @@ which peaks at :math:`(L+1)^2 / 4\pi` with a near-Gaussian density of standard d
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -283,7 +283,8 @@ class SHDD:
                       refine=refine, method=method)
 
     # -- fields -----------------------------------------------------------------------
-    def field(self, coeffs: torch.Tensor, resolution: float = 1.0, *, kind: str = "mass",
+    def field(self, coeffs: torch.Tensor, resolution: float = 1.0, *,
+              kind: Literal["mass", "density", "log_density"] = "mass",
               bbox: tuple[float, float, float, float] | None = None,
               attrs: dict[str, Any] | None = None) -> Any:
         """The density of each vector on a lat/lon grid as an ``xarray.DataArray``.

@@ -86,7 +86,8 @@ class _AnchorIndex:
         # Harmonics cached in two contiguous column blocks (degrees <= _MID_L, the rest)
         # so the mid-pass gathers only the short rows it needs.
         self.d_mid = n_coeffs(min(L, _MID_L))
-        self.Y_lo = self.Y_hi = None
+        self.Y_lo: torch.Tensor | None = None
+        self.Y_hi: torch.Tensor | None = None
         if n * n_coeffs(L) <= _Y_BUDGET:
             y = real_sph_harm(self.latlon, L, dtype=torch.float32)
             self.Y_lo = y[:, : self.d_mid].contiguous()
@@ -97,26 +98,28 @@ class _AnchorIndex:
     def field(self, idx: torch.Tensor, c: torch.Tensor, L: int) -> torch.Tensor:
         """``f`` truncated at degree ``L`` at anchors ``idx`` ``(n, k)`` for vectors ``c``."""
         d = n_coeffs(L)
-        if self.Y_lo is None:
+        y_lo, y_hi = self.Y_lo, self.Y_hi
+        if y_lo is None or y_hi is None:
             y = real_sph_harm(self.latlon[idx.flatten()], L, dtype=torch.float32)
             return torch.einsum("nkd,nd->nk", y.reshape(*idx.shape, d), c[:, :d])
         d_lo = min(d, self.d_mid)
-        f = torch.einsum("nkd,nd->nk", self.Y_lo[idx, :d_lo] if d_lo < self.d_mid
-                         else self.Y_lo[idx], c[:, :d_lo])
+        f = torch.einsum("nkd,nd->nk", y_lo[idx, :d_lo] if d_lo < self.d_mid
+                         else y_lo[idx], c[:, :d_lo])
         if d > self.d_mid:
-            f = f + torch.einsum("nkd,nd->nk", self.Y_hi[idx, : d - self.d_mid],
+            f = f + torch.einsum("nkd,nd->nk", y_hi[idx, : d - self.d_mid],
                                  c[:, self.d_mid : d])
         return f
 
     def dense_field(self, c: torch.Tensor, L: int) -> torch.Tensor:
         """``f`` at every anchor, ``(n, n_anchors)``."""
-        if self.Y_lo is None:
+        y_lo, y_hi = self.Y_lo, self.Y_hi
+        if y_lo is None or y_hi is None:
             return torch.cat([c @ real_sph_harm(self.latlon[a : a + 20000], L,
                                                 dtype=torch.float32).T
                               for a in range(0, self.latlon.shape[0], 20000)], dim=1)
-        f = c[:, : self.d_mid] @ self.Y_lo.T
-        if self.Y_hi.shape[1]:
-            f = f + c[:, self.d_mid :] @ self.Y_hi.T
+        f = c[:, : self.d_mid] @ y_lo.T
+        if y_hi.shape[1]:
+            f = f + c[:, self.d_mid :] @ y_hi.T
         return f
 
 
@@ -223,8 +226,7 @@ def _search_dense(shdd: SHDD, c: torch.Tensor, index: _AnchorIndex,
     step = max(1, 50_000_000 // max(n_a, 1))
     for s in range(0, cpu.shape[0], step):
         blk = cpu[s : s + step]
-        f = index.dense_field(blk, shdd.L)
-        f = f.to(torch.float64).numpy()
+        f = index.dense_field(blk, shdd.L).to(torch.float64).numpy()
         fmax = f.max(axis=1, keepdims=True)
         score = np.log(np.maximum(nbr @ np.exp(f - fmax).T, 1e-300)).T + fmax
         best[s : s + step] = torch.from_numpy(score.argmax(axis=1))
@@ -269,7 +271,7 @@ def refine_modes(shdd: SHDD | int, coeffs: torch.Tensor, start: torch.Tensor, *,
 
     if method not in ("auto", "newton", "stencil"):
         raise ValueError(f"method must be 'auto', 'newton' or 'stencil'; got {method!r}.")
-    L = int(getattr(shdd, "L", shdd))
+    L = int(shdd) if isinstance(shdd, int) else int(shdd.L)
     newton_ok = _sh_numba.available() and coeffs.device.type == "cpu"
     if method == "newton" and not newton_ok:
         raise ValueError("method='newton' needs numba and CPU tensors; use 'stencil'.")

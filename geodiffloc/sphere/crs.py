@@ -63,7 +63,7 @@ def to_epsg4326(data: T, *, what: str = "the data") -> T:
         )
     if _is_epsg4326(crs):
         return data
-    return data.to_crs("EPSG:4326")  # type: ignore[attr-defined]
+    return data.to_crs("EPSG:4326")
 
 
 _MISSING = object()

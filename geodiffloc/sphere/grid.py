@@ -104,6 +104,18 @@ class LatLonGrid:
         lat, lon = np.asarray(da["lat"], np.float64), np.asarray(da["lon"], np.float64)
         if lat.size < 2 or lon.size < 2:
             raise ValueError("need at least 2 x 2 cells to recover a grid from coordinates.")
+        if not (np.isfinite(lat).all() and np.isfinite(lon).all()):
+            raise ValueError("the raster's lat/lon coordinates hold NaN or inf; rebuild it on "
+                             "a LatLonGrid (LatLonGrid.to_dataarray).")
+        if np.abs(lat).max() > 90.0 + 1e-9 or lon.min() < -180.0 - 1e-9 \
+                or lon.max() > 540.0 + 1e-9:
+            raise ValueError(
+                f"the raster's coordinates (lat {lat.min():.6g}..{lat.max():.6g}, lon "
+                f"{lon.min():.6g}..{lon.max():.6g}) are not degrees, although a lat/lon field "
+                "is EPSG:4326: they look like metres or another projected unit. Write the "
+                "raster's real CRS (da.rio.write_crs(...), e.g. 'EPSG:3857') so it is "
+                "reprojected, or rebuild the field on a LatLonGrid."
+            )
         res = float(lon[1] - lon[0])
         if not np.allclose(np.diff(lon), res, rtol=1e-6) or not np.allclose(
             np.diff(lat), -res, rtol=1e-6
@@ -242,7 +254,16 @@ class LatLonGrid:
         # In place: ``da`` is ours, and each copy of a 0.25 degree stack costs a full pass.
         da = da.rio.set_spatial_dims(x_dim="lon", y_dim="lat", inplace=True)
         da = da.rio.write_crs("EPSG:4326", inplace=True)
-        return da.rio.write_transform(self.transform, inplace=True)
+        da = da.rio.write_transform(self.transform, inplace=True)
+        # xarray caches the accessor on the array and the accessor points back at it: a
+        # reference cycle, so a dropped field (and its values) would wait for Python's
+        # cyclic GC, which counts objects, not bytes. Over a loop of large fields that
+        # piled up gigabytes. Everything rioxarray needs is in the coords and attrs now
+        # (a new accessor finds lat/lon by their CF ``axis``), so drop the cached one.
+        cache = getattr(da, "_cache", None)
+        if isinstance(cache, dict):
+            cache.pop("rio", None)
+        return da
 
 
 def _attr_value(v: Any) -> Any:

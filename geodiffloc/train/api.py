@@ -195,7 +195,13 @@ def build_module(cfg: dict[str, Any], datamodule: Any) -> Any:
 
 
 def _prepare_out_dir(out: Path, cfg: dict[str, Any]) -> None:
+    from .checkpoint_io import remove_stale_temporaries
+
     ckpts = out / "checkpoints"
+    removed = remove_stale_temporaries(ckpts)
+    if removed:
+        log.warning("%s: removed %d half-written checkpoint(s) of a killed run", ckpts,
+                    len(removed))
     old = sorted(ckpts.glob("*.ckpt")) if ckpts.is_dir() else []
     if old and not cfg["resume"]:
         if not cfg["overwrite"]:
@@ -239,7 +245,25 @@ def _trainer(cfg: dict[str, Any], out: Path, monitor: str | None, callbacks: lis
     if t["deterministic"] and t["accelerator"] in ("auto", "gpu", "cuda"):
         # cuBLAS needs this for deterministic matrix products (set before CUDA starts)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    return pl.Trainer(**t, logger=logger, callbacks=cbs, default_root_dir=out), ckpt
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from .checkpoint_io import AtomicCheckpointIO
+
+    try:
+        # checkpoints are written temp + fsync + rename: a killed run never leaves a torn
+        # last.ckpt in place of the previous good one
+        trainer = pl.Trainer(**t, logger=logger, callbacks=cbs, default_root_dir=out,
+                             plugins=[AtomicCheckpointIO()])
+    except (MisconfigurationException, TypeError, ImportError) as err:
+        # accelerator "gpu" on a CPU machine; devices=-1 (all GPUs) on CPU is a TypeError
+        # from Lightning's device parser; "tpu" without torch_xla an ImportError. The
+        # config's keys are checked, so this is its values not fitting the machine.
+        raise ValueError(
+            f"the trainer settings do not fit this machine (accelerator={t['accelerator']!r}, "
+            f"devices={t.get('devices')!r}): {err} Use accelerator 'auto' or 'cpu' (CLI "
+            "--accelerator) or fewer devices (--devices)."
+        ) from None
+    return trainer, ckpt
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import lightning.pytorch as pl
 import numpy as np
@@ -19,6 +19,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..sphere import check_latlon_tensor
+
+
+class EncoderRecord(TypedDict):
+    """The encoder a data module's embeddings came from (recorded in checkpoints)."""
+
+    name: str
+    dim: int
 
 __all__ = ["EmbeddingDataset", "GeoDataModule", "split_indices"]
 
@@ -238,7 +245,8 @@ class GeoDataModule(pl.LightningDataModule):
             raise ValueError(f"num_workers must be >= 0; got {num_workers}.")
         self.train_set, self.val_set = train, val
         self.train_latlon, self.val_latlon = train_latlon, val_latlon
-        self.encoder = {"name": str(encoder["name"]), "dim": int(encoder["dim"])}
+        self.encoder: EncoderRecord = {"name": str(encoder["name"]),
+                                       "dim": int(encoder["dim"])}
         self.batch_size = int(batch_size)
         self.val_batch_size = int(val_batch_size or batch_size)
         self.num_workers = int(num_workers)
@@ -364,6 +372,7 @@ class GeoDataModule(pl.LightningDataModule):
         torch.Size([4, 3])
         """
         full = EmbeddingDataset(embeddings, latlon, view="random")
+        record: dict[str, Any]
         if isinstance(encoder, str):
             record = {"name": encoder, "dim": full.dim}
         else:

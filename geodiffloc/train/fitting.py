@@ -167,20 +167,21 @@ def fit(
     device = next(model.parameters()).device
     model.train()  # Lightning leaves the mode to us (a loaded model is in eval mode)
     module: pl.LightningModule
-    if is_locdiff:
-        null_grad = model.net.null_cond.requires_grad
-        module = LocDiffModule(model, encoder=dm.encoder, optim=optim, loss=loss, seed=seed)
+    if isinstance(model, LocDiff):
+        null_cond = model.net.get_parameter("null_cond")
+        null_grad = null_cond.requires_grad
+        module = LocDiffModule(model, encoder=dict(dm.encoder), optim=optim, loss=loss, seed=seed)
         if anchor_sampler is not None:
             module.anchor_sampler = anchor_sampler
     elif isinstance(model, HierLoc):
-        module = HierLocModule(model, encoder=dm.encoder, optim=optim, seed=seed)
+        module = HierLocModule(model, encoder=dict(dm.encoder), optim=optim, seed=seed)
     elif isinstance(model, G3):
         from .g3_module import G3Module
 
-        module = G3Module(model, encoder=dm.encoder, optim=optim, seed=seed,
+        module = G3Module(model, encoder=dict(dm.encoder), optim=optim, seed=seed,
                           descriptions=(module_options or {}).get("descriptions"))
     else:
-        module = GeoCLIPModule(model, encoder=dm.encoder, optim=optim, seed=seed)
+        module = GeoCLIPModule(model, encoder=dict(dm.encoder), optim=optim, seed=seed)
     rec = StepLosses(int(steps), progress=progress, desc=f"{type(model).__name__} fit")
     threads = torch.get_num_threads()
     try:
@@ -199,6 +200,6 @@ def fit(
         # a convenience call must leave the caller's setting as it found it
         torch.set_num_threads(threads)
         if is_locdiff:
-            model.net.null_cond.requires_grad_(null_grad)
+            null_cond.requires_grad_(null_grad)
         model.to(device).eval()
     return rec.values()

@@ -217,9 +217,12 @@ class _GeoModule(pl.LightningModule):
             return t
         dev = self.device
         n = torch.tensor([t.shape[0]], device=dev)
-        sizes = self.all_gather(n).reshape(-1).tolist()
+        counts = self.all_gather(n)
+        assert isinstance(counts, torch.Tensor)  # a tensor in, a tensor out
+        sizes = counts.reshape(-1).tolist()
         pad = torch.zeros((max(sizes) - t.shape[0], *t.shape[1:]), dtype=t.dtype)
         allt = self.all_gather(torch.cat([t, pad]).to(dev))
+        assert isinstance(allt, torch.Tensor)
         return torch.cat([allt[r, :s].cpu() for r, s in enumerate(sizes)])
 
     def _log_step(self, loss: torch.Tensor, n: int, extra: dict[str, torch.Tensor],
@@ -494,7 +497,7 @@ class GeoCLIPModule(_GeoModule):
             return self._gallery
         ll = self._train_latlon
         if ll is None and self._trainer is not None:
-            ll = getattr(self.trainer.datamodule, "train_latlon", None)
+            ll = getattr(getattr(self.trainer, "datamodule", None), "train_latlon", None)
         if ll is None:
             raise ValueError(
                 "validation.gallery='train' needs the training locations: pass gallery= "

@@ -32,7 +32,7 @@ PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed")
 
 def _ctor(cls: type, name: str) -> Any:
     """A constructor default (lists for tuples, as YAML writes them)."""
-    d = inspect.signature(cls.__init__).parameters[name].default
+    d = inspect.signature(cls).parameters[name].default
     return list(d) if isinstance(d, tuple) else d
 
 

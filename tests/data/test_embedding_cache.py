@@ -57,3 +57,39 @@ def test_stale_entry_of_wrong_shape_is_recomputed(tmp_path) -> None:
 def test_wrong_encoder_output_shape(tmp_path) -> None:
     with pytest.raises(ValueError, match="expected"):
         cached_encode(Counting(bad_shape=True), ["a"], cache_dir=tmp_path)
+
+
+def test_entry_is_validated_by_size_and_hash_before_use(tmp_path, caplog) -> None:
+    """Flipped bits that keep the shape and finiteness are caught by the SHA-256."""
+    import json
+
+    enc = Counting()
+    cached_encode(enc, ["aa", "bbb"], cache_dir=tmp_path)
+    (entry,) = (tmp_path / "embeddings").glob("*.npy")
+    manifest = json.loads(entry.with_suffix(".json").read_text())
+    assert manifest["size"] == entry.stat().st_size and len(manifest["sha256"]) == 64
+    raw = bytearray(entry.read_bytes())
+    raw[-1] ^= 0x01  # the last float's lowest mantissa bit: still a finite (1, 2) array
+    entry.write_bytes(bytes(raw))
+    assert np.isfinite(np.load(entry)).all()
+    with caplog.at_level("WARNING", logger="geodiffloc.data"):
+        out = cached_encode(enc, ["aa", "bbb"], cache_dir=tmp_path)
+    assert enc.calls == 2 and out.tolist() == [[2.0, 2.0], [3.0, 0.0]]
+    assert "SHA-256" in caplog.text
+    # rebuilt: the next call is a hit again
+    cached_encode(enc, ["aa", "bbb"], cache_dir=tmp_path)
+    assert enc.calls == 2
+    # truncated: the size check refuses it without hashing
+    entry.write_bytes(entry.read_bytes()[:-4])
+    cached_encode(enc, ["aa", "bbb"], cache_dir=tmp_path)
+    assert enc.calls == 3 and "bytes, its manifest says" in caplog.text
+
+
+def test_entry_without_its_manifest_is_recomputed(tmp_path) -> None:
+    """A run killed between the array and its manifest leaves an entry nobody trusts."""
+    enc = Counting()
+    cached_encode(enc, ["aa"], cache_dir=tmp_path)
+    (entry,) = (tmp_path / "embeddings").glob("*.npy")
+    entry.with_suffix(".json").unlink()
+    assert cached_encode(enc, ["aa"], cache_dir=tmp_path).tolist() == [[2.0, 2.0]]
+    assert enc.calls == 2 and entry.with_suffix(".json").exists()

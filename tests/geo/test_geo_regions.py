@@ -95,3 +95,38 @@ def test_credible_region_errors():
         credible_regions(g.to_dataarray(-np.ones(g.shape), kind="mass"))
     with pytest.raises(ValueError, match="no probability mass"):
         credible_regions(g.to_dataarray(np.zeros(g.shape), kind="mass"))
+
+
+def test_field_on_0_360_longitudes_gives_the_same_regions(make_vmf):
+    """Climate/GRIB rasters run 0..360: the regions (across 180) are those of -180..180."""
+    field = make_vmf(LatLonGrid.global_(2.0), [(-10.0, 179.0)], 400.0)
+    shifted = field.assign_coords(lon=field.lon.values % 360).sortby("lon")
+    assert shifted.lon.values[0] == 1.0 and shifted.lon.values[-1] == 359.0
+    a = credible_regions(field, levels=(0.5, 0.9))
+    b = credible_regions(shifted, levels=(0.5, 0.9))
+    np.testing.assert_allclose(b["mass"], a["mass"], rtol=1e-12)
+    np.testing.assert_allclose(b["area_km2"], a["area_km2"], rtol=1e-9)
+    assert b["n_cells"].tolist() == a["n_cells"].tolist()
+    for ga, gb in zip(a.geometry, b.geometry):
+        assert ga.symmetric_difference(gb).area < 1e-9
+        assert gb.contains(shapely.Point(179.0, -10.0)) and gb.bounds[2] <= 180.0
+
+
+def test_regional_raster_across_the_antimeridian_via_rioxarray(make_vmf, tmp_path):
+    """A GeoTIFF past +180 read by rioxarray: regions fold back and keep their mass."""
+    import rioxarray
+
+    from geodiffloc.geo import to_geotiff
+
+    grid = LatLonGrid.from_bbox(1.0, (160.0, -30.0, -160.0, 10.0))
+    field = make_vmf(grid, [(-10.0, 179.5)], 300.0)
+    to_geotiff(field, tmp_path / "am.tif", kind="mass")
+    raster = rioxarray.open_rasterio(tmp_path / "am.tif")
+    assert float(raster.x.max()) > 180.0  # the file really runs past the antimeridian
+    direct = credible_regions(field, levels=(0.9,))
+    read = raster.geoloc.credible_regions((0.9,))
+    assert read["n_cells"].iloc[0] == direct["n_cells"].iloc[0]
+    assert read["mass"].iloc[0] == pytest.approx(direct["mass"].iloc[0], rel=1e-5)
+    geom = read.geometry.iloc[0]
+    assert geom.bounds[0] >= -180.0 and geom.bounds[2] <= 180.0
+    assert geom.contains(shapely.Point(179.5, -10.0)) and geom.contains(shapely.Point(-179.5, -10))

@@ -51,8 +51,28 @@ def _alarm(signum: int, frame: Any) -> None:
     raise _Hang()
 
 
+def _record(kind: str, outcome: str, detail: str) -> tuple[str, str]:
+    """Append the outcome to ``$REL_FUZZ_RECORD`` (JSON lines) when set; return it as is.
+
+    ``scripts/reliability_report.py`` sets it while running the fuzz suites, so that
+    the report counts every drawn example; the test that drew it comes from pytest's
+    ``PYTEST_CURRENT_TEST``.
+    """
+    target = os.environ.get("REL_FUZZ_RECORD")
+    if target:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+        with open(target, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"test": test, "kind": kind, "outcome": outcome,
+                                 "detail": detail[:200]}) + "\n")
+    return outcome, detail
+
+
 def judge_api(fn: Callable[[], Any]) -> tuple[str, str]:
     """(outcome, detail) of one API call."""
+    return _record("api", *_judge_api(fn))
+
+
+def _judge_api(fn: Callable[[], Any]) -> tuple[str, str]:
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(CASE_SECONDS)
     try:
@@ -75,6 +95,10 @@ def judge_api(fn: Callable[[], Any]) -> tuple[str, str]:
 
 def judge_cli(argv: list[str]) -> tuple[str, str]:
     """(outcome, detail) of one in-process ``geodiffloc ARGV``."""
+    return _record("cli", *_judge_cli(argv))
+
+
+def _judge_cli(argv: list[str]) -> tuple[str, str]:
     from geodiffloc.cli.main import main
 
     err, out = io.StringIO(), io.StringIO()

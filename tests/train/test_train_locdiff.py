@@ -122,3 +122,35 @@ def test_refuses_to_mix_runs_in_one_folder(run, data):
     with pytest.raises(FileNotFoundError, match="resume checkpoint"):
         train(tiny_config("locdiff", out), datamodule=_datamodule(emb, ll),
               resume=out / "nope.ckpt")
+
+
+def test_checkpoints_are_written_atomically(run, data, monkeypatch):
+    """A save that dies half-way leaves the previous last.ckpt intact and no temp file."""
+    import subprocess
+
+    import geodiffloc.train.checkpoint_io as cio
+
+    out, _, results, _ = run
+    emb, ll = data
+    ckpts = out / "checkpoints"
+    before = (ckpts / "last.ckpt").read_bytes()
+    step = torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"]
+    # a temporary of a killed run (its pid is gone) is removed when the next run starts
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = ckpts / f"{cio.TMP_PREFIX}{dead.pid}-last.ckpt.abc.tmp"
+    stale.write_bytes(b"half a checkpoint")
+
+    def dies_half_way(obj, fh, *a, **kw):
+        fh.write(b"PK\x03\x04 torn")  # a partial write, then the process "dies"
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cio.torch, "save", dies_half_way)
+    with pytest.raises(OSError, match="No space"):
+        train(tiny_config("locdiff", out), datamodule=_datamodule(emb, ll),
+              resume=results["last_checkpoint"], max_steps=step + 4)
+    assert not stale.exists()
+    assert (ckpts / "last.ckpt").read_bytes() == before  # the old state, whole
+    assert not [p.name for p in ckpts.iterdir() if p.name.startswith(".")]
+    monkeypatch.undo()
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == step

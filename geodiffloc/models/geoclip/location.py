@@ -196,7 +196,9 @@ class LocationEncoder(nn.Module):
             Wrong shape, NaN, ``|lat| > 90``, or ``latlon`` on another device.
         """
         latlon = self._check_input(latlon)
-        dtype = self.capsules[0].capsule[1].weight.dtype
+        first = self.capsules[0].capsule[1]
+        assert isinstance(first, nn.Linear)  # the capsule's first layer (see Capsule)
+        dtype = first.weight.dtype
         projected = equal_earth_projection(latlon.to(dtype))
         out = None
         for cap in self.capsules:

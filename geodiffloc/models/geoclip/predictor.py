@@ -21,9 +21,10 @@ from torch import nn
 
 from ...encoders.base import Encoder, check_encoder_matches
 from ...sphere.grid import LatLonGrid
-from .._validate import check_positive_int
+from .._validate import check_positive_int, real_embeddings
 from ..base import points_frame
 from .gallery import Gallery, GalleryEmbeddingCache, resolve_gallery, weights_fingerprint
+from .location import LocationEncoder
 
 __all__ = ["GeoCLIPPredictor", "InputKind"]
 
@@ -45,8 +46,8 @@ class GeoCLIPPredictor:
     # provided by GeoCLIPNetwork
     backbone_dim: int
     embed_dim: int
-    location_encoder: nn.Module
-    logit_scale: torch.Tensor
+    location_encoder: LocationEncoder
+    logit_scale: nn.Parameter
     device: torch.device
     project: Any
 
@@ -145,8 +146,7 @@ class GeoCLIPPredictor:
                                                  progress=progress)[:, None])
             kind = "backbone"
         else:
-            feats = inputs.detach() if isinstance(inputs, torch.Tensor) else torch.as_tensor(
-                np.asarray(inputs, dtype=np.float32))
+            feats = real_embeddings(inputs)
             if feats.ndim == 1:
                 feats = feats[None]
             if feats.ndim == 2:
@@ -282,9 +282,9 @@ class GeoCLIPPredictor:
             else:
                 p = self._view_probs(qb, g_emb)
                 top = torch.topk(p, int(top_k), dim=1)
-                sim = torch.einsum("nvd,nkd->nk", qb, g_emb[top.indices]) / qb.shape[1]
+                blk_sim = torch.einsum("nvd,nkd->nk", qb, g_emb[top.indices]) / qb.shape[1]
                 probs.append(top.values.cpu())
-                sims.append(sim.cpu())
+                sims.append(blk_sim.cpu())
             idxs.append(top.indices.cpu())
         prob = torch.cat(probs).double().numpy()
         idx = torch.cat(idxs).numpy()
@@ -410,7 +410,7 @@ class GeoCLIPPredictor:
                 raise ValueError(f"{name}: {e}") from None
         sizes = [int(t.shape[0]) for t in lls]
         allll = torch.cat(lls).to(self.device, torch.float32)
-        emb = self.location_encoder.embed(allll, progress=progress)  # type: ignore[operator]
+        emb = self.location_encoder.embed(allll, progress=progress)
         emb = F.normalize(emb.to(self.device), dim=1)
         if shared:
             return emb, [torch.arange(sizes[0])] * n
@@ -502,7 +502,7 @@ class GeoCLIPPredictor:
                 raise ValueError(
                     f"the backbone {bb.name!r} has no text tower; pass text_encoder=..."
                 )
-            text_encoder = bb.text_encoder()  # type: ignore[attr-defined]
+            text_encoder = bb.text_encoder()
         feats = text_encoder.encode(texts)
         q = self.embed_queries(feats, "backbone", False, 64, False)
         return self._field(q, resolution, kind, bbox, progress,

@@ -20,7 +20,7 @@ from torch import nn
 from ...data.hierarchy import EntityHierarchy
 from ...sphere.distance import EARTH_RADIUS_KM, latlon_to_xyz
 from ...sphere.grid import LatLonGrid
-from .._validate import check_positive_int
+from .._validate import check_positive_int, real_embeddings
 from ..base import Geolocator, points_frame, read_checkpoint
 from .lorentz import expmap0, lorentz_distance, squash_to_ball
 from .loss import geo_weighted_contrastive_loss, norm_order_loss, parent_choice_loss
@@ -117,6 +117,14 @@ class HierLoc(nn.Module, Geolocator):
 
     checkpoint_format = FORMAT
     model_name = "HierLoc"
+    # buffers registered in __init__ (declared so type checkers see tensors)
+    _latlon: torch.Tensor
+    _level: torch.Tensor
+    _parent: torch.Tensor
+    _ancestors: torch.Tensor
+    _leaves: torch.Tensor
+    _leaf_xyz: torch.Tensor
+    _pos_in_level: torch.Tensor
 
     def __init__(
         self,
@@ -287,6 +295,8 @@ class HierLoc(nn.Module, Geolocator):
     def _queries(self, inputs: Any, batch_size: int = 64) -> torch.Tensor:
         """Embeddings ``(n, input_dim)`` from arrays, or raw inputs through the encoder."""
         is_array = isinstance(inputs, torch.Tensor | np.ndarray)
+        if inputs is None:
+            raise ValueError("inputs is None; pass (n, input_dim) embeddings or raw inputs.")
         if not is_array:
             if isinstance(inputs, str):
                 inputs = [inputs]
@@ -299,8 +309,7 @@ class HierLoc(nn.Module, Geolocator):
                     "embeddings, or attach one with set_encoder(...) / encoder=.")
             else:
                 inputs = self._encoder.encode(seq, batch_size=batch_size, progress=False)
-        x = (inputs.detach() if isinstance(inputs, torch.Tensor)
-             else torch.as_tensor(np.asarray(inputs, dtype=np.float32)))
+        x = real_embeddings(inputs)
         if x.ndim == 1:
             x = x[None]
         if x.ndim != 2 or x.shape[1] != self.input_dim or x.shape[0] == 0:
@@ -851,7 +860,7 @@ class HierLoc(nn.Module, Geolocator):
         load_state_strict(self, own, "HierLoc checkpoint")
 
     @classmethod
-    def from_checkpoint_config(cls, cfg: dict[str, Any], *,  # type: ignore[override]
+    def from_checkpoint_config(cls, cfg: dict[str, Any], *,
                                hierarchy: EntityHierarchy | None = None,
                                encoder: Any = None) -> HierLoc:
         if hierarchy is None:

@@ -198,13 +198,15 @@ class CSUNet(nn.Module):
         )
         self.cond_norm = nn.LayerNorm(cond_dim)
         self.null_cond = nn.Parameter(torch.zeros(cond_dim))
-        kw = {"cond_dim": cond_dim, "time_dim": time_dim, "w0": w0}
+        def block(n_in: int, n_out: int) -> CSiren:
+            return CSiren(n_in, n_out, cond_dim=cond_dim, time_dim=time_dim, w0=w0)
+
         ins = (self.dim, *widths[:-1])
-        self.down = nn.ModuleList(CSiren(i, o, **kw) for i, o in zip(ins, widths))
-        self.mid = CSiren(widths[-1], widths[-1], **kw)
+        self.down = nn.ModuleList(block(i, o) for i, o in zip(ins, widths))
+        self.mid = block(widths[-1], widths[-1])
         # decoder block k consumes [previous output, skip of the same width]
         self.up = nn.ModuleList(
-            CSiren(prev + skip, skip, **kw)
+            block(prev + skip, skip)
             for prev, skip in zip((widths[-1], *widths[:0:-1]), widths[::-1])
         )
         self.out = nn.Linear(widths[0], self.dim)

@@ -21,7 +21,12 @@ from torch import nn
 from ...encoders.base import Encoder, check_encoder_matches
 from ...shdd._validate import check_coeff_values
 from ...sphere import LatLonGrid, check_latlon_tensor
-from .._validate import check_sampling_args, check_state_dict, parse_checkpoint_config
+from .._validate import (
+    check_sampling_args,
+    check_state_dict,
+    parse_checkpoint_config,
+    real_embeddings,
+)
 from ..base import Geolocator, points_frame
 from .aggregate import AGGREGATIONS, agreement, centroid, mixture_mode
 from .csiren import CSUNet
@@ -294,6 +299,7 @@ class LocDiff(nn.Module, Geolocator):
         if int(n_samples) < 1:
             raise ValueError(f"n_samples must be >= 1; got {n_samples}.")
         cond = self._check_cond(cond).to(self.device)
+        self._check_sample_memory(cond.shape[0] * int(n_samples))
         flat = cond.repeat_interleave(int(n_samples), dim=0)
         self.net.eval()
         out = []
@@ -307,8 +313,17 @@ class LocDiff(nn.Module, Geolocator):
         return torch.cat(out).reshape(cond.shape[0], int(n_samples), self.dim)
 
     # -- inference --------------------------------------------------------------------
+    def _check_sample_memory(self, n_total: int) -> None:
+        """Refuse a sampling request whose repeated conditions and samples cannot fit."""
+        from ..._memory import check_allocation
+
+        # repeated conditions, the samples and the sampler's few working copies (float32)
+        nbytes = 4.0 * n_total * (self.cond_dim + 4 * self.dim)
+        check_allocation(nbytes, f"{n_total:,} diffusion samples",
+                         "ask for fewer views/samples per input or fewer inputs per call")
+
     def _check_cond(self, cond: Any) -> torch.Tensor:
-        cond = torch.as_tensor(cond, dtype=torch.float32) if not torch.is_tensor(cond) else cond
+        cond = real_embeddings(cond, "condition embeddings")
         if cond.ndim != 2 or cond.shape[1] != self.cond_dim:
             raise ValueError(
                 f"condition embeddings must have shape (n, {self.cond_dim}); got "
@@ -344,8 +359,7 @@ class LocDiff(nn.Module, Geolocator):
                 "inputs are not an embedding tensor/array; pass encoder= to embed raw inputs "
                 f"(this model expects {self.encoder_record['name']!r}, {self.cond_dim}-d)."
             )
-        x = torch.as_tensor(np.asarray(inputs, dtype=np.float32)) if isinstance(
-            inputs, np.ndarray) else inputs.to(torch.float32)
+        x = real_embeddings(inputs)
         if x.ndim == 2:
             return self._check_cond(x)[:, None]
         if x.ndim == 3:
@@ -374,6 +388,9 @@ class LocDiff(nn.Module, Geolocator):
         """
         check_sampling_args(steps=steps, guidance_scale=guidance_scale, n_views=n_views,
                             samples_per_view=samples_per_view)
+        if encoder is None and isinstance(inputs, torch.Tensor | np.ndarray):
+            n_in = int(inputs.shape[0]) if inputs.ndim >= 2 else 1
+            self._check_sample_memory(n_in * int(n_views) * int(samples_per_view))
         views = self.embed_views(inputs, n_views=n_views, encoder=encoder)
         if views.shape[1] == 1 and encoder is None:
             views = views.expand(-1, int(n_views), -1)
@@ -564,11 +581,12 @@ class LocDiff(nn.Module, Geolocator):
             raise ValueError(f"coeffs must be (n, K, {self.dim}) samples; got "
                              f"{tuple(coeffs.shape)}.")
         grid = LatLonGrid.global_(resolution)
-        maps = []
+        # one output array filled query by query (no list of maps and stacked copy)
+        values = np.empty((coeffs.shape[0], *grid.shape), dtype=np.float64)
         for q in range(coeffs.shape[0]):
             da = self.shdd.field(coeffs[q], resolution=resolution, kind="mass")
-            maps.append(np.asarray(da.values).mean(axis=0, dtype=np.float64))
-        values = np.stack(maps)
+            np.mean(da.values, axis=0, dtype=np.float64, out=values[q])
+            del da  # the next query's samples reuse its memory
         values /= values.sum(axis=(1, 2), keepdims=True)
         n_steps = steps if steps is not None else (
             self.diffusion.num_train_timesteps if sampler == "ddpm" else 20)
