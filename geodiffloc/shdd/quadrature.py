@@ -204,11 +204,12 @@ def _peaks(c: torch.Tensor, L: int, f: torch.Tensor, fmax: torch.Tensor, median:
     # The best _MAX_CANDIDATES per vector: sort by value, then stably by vector.
     order = torch.argsort(f[vec, rows, cols], descending=True)
     order = order[torch.argsort(vec[order], stable=True)]
-    vec, rows, cols = vec[order].cpu().numpy(), rows[order].cpu().numpy(), cols[order].cpu().numpy()
-    first = np.searchsorted(vec, vec)  # index of each vector's first candidate
-    keep = np.arange(vec.size) - first < _MAX_CANDIDATES
-    owner = vec[keep]
-    start = torch.as_tensor(np.stack([rule.lat[rows[keep]], rule.lon[cols[keep]]], 1),
+    v_np = vec[order].cpu().numpy()
+    r_np, c_np = rows[order].cpu().numpy(), cols[order].cpu().numpy()
+    first = np.searchsorted(v_np, v_np)  # index of each vector's first candidate
+    keep = np.arange(v_np.size) - first < _MAX_CANDIDATES
+    owner = v_np[keep]
+    start = torch.as_tensor(np.stack([rule.lat[r_np[keep]], rule.lon[c_np[keep]]], 1),
                             device=c.device)
     cw = c[torch.as_tensor(owner, device=c.device)]
     peak = refine_modes(L, cw, start)

@@ -119,7 +119,7 @@ class G3Module(_GeoModule):
         if self._gallery is None:
             ll = self._train_latlon
             if ll is None and self._trainer is not None:
-                ll = getattr(self.trainer.datamodule, "train_latlon", None)
+                ll = getattr(getattr(self.trainer, "datamodule", None), "train_latlon", None)
             if ll is None:
                 raise ValueError("G3 validation needs the training locations: pass gallery= "
                                  "or train with a GeoDataModule.")

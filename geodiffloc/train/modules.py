@@ -184,7 +184,7 @@ class _GeoModule(pl.LightningModule):
 
         d = default_config(family)
         encoder = _check_encoder(encoder)
-        given = model if isinstance(model, model_class) else None
+        given: Any = model if isinstance(model, model_class) else None
         if given is not None:
             _check_same_width(getattr(given, width), encoder, f"the {model_class.__name__}")
             given.encoder_record = dict(encoder)

@@ -127,6 +127,7 @@ class G3(nn.Module, Geolocator):
 
     checkpoint_format = FORMAT
     model_name = "G3"
+    _pending_references: Any  # a loaded checkpoint's reference metadata, until set up
 
     def __init__(
         self,
@@ -332,8 +333,9 @@ class G3(nn.Module, Geolocator):
         q = self.project_queries(x.to(self.device, torch.float32))
         t = self.project_texts(text.to(self.device, torch.float32))
         s = self.logit_scales
+        w = self.loss_weights
         loss, parts = alignment_loss(q, t, locs[:b], locs[b:], (s[0], s[1], s[2]),
-                                     self.loss_weights)
+                                     (float(w[0]), float(w[1]), float(w[2])))
         with torch.no_grad():
             sim = F.normalize(q, dim=1) @ F.normalize(locs[:b], dim=1).T
             parts["acc"] = (sim.argmax(dim=1) == torch.arange(b, device=sim.device)).float().mean()
@@ -405,7 +407,7 @@ class G3(nn.Module, Geolocator):
             else text_embeddings, dtype=np.float32)))
         fit_in_memory = trainer()
         optim = {"lr": float(lr), "weight_decay": float(weight_decay)}
-        return fit_in_memory(self, embeddings, ll, steps=steps, batch_size=batch_size,  # type: ignore[call-arg]
+        return fit_in_memory(self, embeddings, ll, steps=steps, batch_size=batch_size,
                              optim=optim, clip_grad_norm=clip_grad_norm, seed=seed,
                              progress=progress, module_options={"descriptions": table})
 
@@ -834,7 +836,7 @@ class G3(nn.Module, Geolocator):
                 name=str(meta.get("name", "references"))))
 
     @classmethod
-    def from_checkpoint_config(cls, cfg: dict[str, Any], *,  # type: ignore[override]
+    def from_checkpoint_config(cls, cfg: dict[str, Any], *,
                                encoder: Any = None, text_encoder: Any = None) -> G3:
         model = cls(input_dim=cfg["input_dim"], text_dim=cfg["text_dim"],
                     embed_dim=cfg["embed_dim"], sigmas=tuple(cfg["sigmas"]),
@@ -844,7 +846,7 @@ class G3(nn.Module, Geolocator):
                     seed=0)
         model.encoder_record = dict(cfg.get("encoder") or {})
         model.text_encoder_record = dict(cfg.get("text_encoder") or {})
-        model._pending_references = cfg.get("references")  # type: ignore[attr-defined]
+        model._pending_references = cfg.get("references")
         if encoder is not None:
             model.set_encoder(encoder)
         if text_encoder is not None:
@@ -859,9 +861,10 @@ class G3(nn.Module, Geolocator):
 
         check_finite_weights(tensors, path)
         where = os.fspath(path)
-        need = {"input_dim": int, "text_dim": int, "embed_dim": int, "n_freqs": int,
-                "hidden_dim": int, "queue_size": int, "sigmas": list, "loss_weights": list,
-                "batch_noise_m": (int, float), "queue_noise_m": (int, float)}
+        need: dict[str, type | tuple[type, ...]] = {
+            "input_dim": int, "text_dim": int, "embed_dim": int, "n_freqs": int,
+            "hidden_dim": int, "queue_size": int, "sigmas": list, "loss_weights": list,
+            "batch_noise_m": (int, float), "queue_noise_m": (int, float)}
         for key, typ in need.items():
             if key not in cfg:
                 raise ValueError(f"{where!r}: the G3 config lacks {key!r}.")

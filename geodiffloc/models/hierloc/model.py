@@ -125,6 +125,7 @@ class HierLoc(nn.Module, Geolocator):
     _leaves: torch.Tensor
     _leaf_xyz: torch.Tensor
     _pos_in_level: torch.Tensor
+    _child_index: torch.Tensor
 
     def __init__(
         self,
