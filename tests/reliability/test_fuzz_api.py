@@ -330,7 +330,15 @@ def tiny():
               "lon": -99.0 + 90 * a} for a in range(3) for b in range(2)]
     hier = EntityHierarchy.from_records(recs, level_names=("country", "town"))
     hl = HierLoc(hier, input_dim=8, embed_dim=4, hidden_dim=8)
-    return {"locdiff": ld, "geoclip": gc, "hierloc": hl}
+    from geodiffloc import G3
+    from geodiffloc.models.g3 import ReferenceDatabase
+
+    g3 = G3(input_dim=8, text_dim=4, embed_dim=4, n_freqs=4, hidden_dim=8, queue_size=16,
+            seed=0)
+    gen = torch.Generator().manual_seed(1)
+    g3.set_references(ReferenceDatabase(torch.randn(12, 8, generator=gen),
+                                        torch.rand(12, 2, generator=gen) * 60 - 30))
+    return {"locdiff": ld, "geoclip": gc, "hierloc": hl, "g3": g3}
 
 
 def _inputs():
@@ -419,6 +427,27 @@ def test_hierloc_predict_answers_well_or_refuses_clearly(tiny, kind, top_k, meth
         assert outcome == "clear", detail
 
 
+@FEW
+@given(_inputs(), st.one_of(ODD, st.integers(1, 3)), st.one_of(ODD, st.integers(1, 8)),
+       st.sampled_from(["verify", "consensus", "top_reference", "bogus", None]))
+def test_g3_predict_answers_well_or_refuses_clearly(tiny, kind, top_k, n_refs, select):
+    model = tiny["g3"]
+    out = {}
+    outcome, detail = judge_api(_quiet(lambda: out.setdefault(
+        "r", model.predict(_make_inputs(kind, 8), top_k=top_k, n_references=n_refs,
+                           select=select))))
+    if outcome == "silent":
+        r = out["r"]
+        # 1e30 embeddings are finite and the heads normalise them: a well-formed answer
+        assert kind in ("ok", "1d", "int", "huge")
+        assert select in ("verify", "consensus", "top_reference")
+        assert isinstance(top_k, int) and top_k >= 1 and isinstance(n_refs, int)
+        assert np.isfinite(r["lat"]).all() and (r["lat"].abs() <= 90).all()
+        assert np.isfinite(r["confidence"]).all()
+    else:
+        assert outcome == "clear", detail
+
+
 # -- checkpoints -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -432,12 +461,12 @@ def saved(tiny, tmp_path_factory):
 
 
 @FEW
-@given(st.sampled_from(["locdiff", "geoclip", "hierloc"]),
+@given(st.sampled_from(["locdiff", "geoclip", "hierloc", "g3"]),
        st.sampled_from(["truncate", "flip", "zero_header", "empty", "append", "swap"]),
        st.floats(0.0, 1.0), st.integers(0, 255))
 def test_damaged_checkpoints_are_refused_clearly(tiny, saved, tmp_path_factory, family, how,
                                                  where, byte):
-    from geodiffloc import HierLoc
+    from geodiffloc import G3, HierLoc
 
     raw = bytearray(saved[family])
     pos = min(int(where * len(raw)), len(raw) - 1)
@@ -452,11 +481,12 @@ def test_damaged_checkpoints_are_refused_clearly(tiny, saved, tmp_path_factory, 
     elif how == "append":
         raw += bytes([byte]) * 17
     elif how == "swap":  # another family's (valid) file under this family's loader
-        other = {"locdiff": "geoclip", "geoclip": "hierloc", "hierloc": "locdiff"}[family]
+        other = {"locdiff": "geoclip", "geoclip": "hierloc", "hierloc": "g3",
+                 "g3": "locdiff"}[family]
         raw = bytearray(saved[other])
     path = tmp_path_factory.mktemp("bad") / "m.safetensors"
     path.write_bytes(bytes(raw))
-    cls = {"locdiff": LocDiff, "geoclip": GeoCLIP, "hierloc": HierLoc}[family]
+    cls = {"locdiff": LocDiff, "geoclip": GeoCLIP, "hierloc": HierLoc, "g3": G3}[family]
     out = {}
     outcome, detail = judge_api(_quiet(lambda: out.setdefault("m", cls.load(path))))
     if outcome == "silent":

@@ -20,7 +20,7 @@ from torch import nn
 
 from ...sphere import EARTH_RADIUS_KM, latlon_to_xyz
 from ...sphere.grid import LatLonGrid
-from .._validate import check_positive_int
+from .._validate import check_positive_int, real_embeddings
 from ..base import Geolocator, load_state_strict, points_frame, read_checkpoint
 from ..geoclip.location import LocationEncoder
 from ..geoclip.training import GPSQueue, perturb_latlon
@@ -234,6 +234,9 @@ class G3(nn.Module, Geolocator):
               batch_size: int = 64) -> tuple[torch.Tensor, list[str] | None]:
         """Embeddings ``(n, dim)`` (and the raw texts/paths) from arrays or raw inputs."""
         texts = None
+        if inputs is None:
+            raise ValueError(f"{what} are missing (None): pass (n, {dim}) embeddings or raw "
+                             "inputs.")
         if not isinstance(inputs, torch.Tensor | np.ndarray):
             if isinstance(inputs, str | os.PathLike):
                 inputs = [inputs]
@@ -246,9 +249,8 @@ class G3(nn.Module, Geolocator):
                 texts = [os.fspath(v) for v in seq]
                 inputs = encoder.encode(texts, batch_size=batch_size, progress=False)
             else:
-                inputs = np.asarray(seq, dtype=np.float32)
-        x = (inputs.detach() if isinstance(inputs, torch.Tensor)
-             else torch.as_tensor(np.asarray(inputs, dtype=np.float32)))
+                inputs = np.asarray(seq)
+        x = real_embeddings(inputs, what)
         if x.ndim == 1:
             x = x[None]
         if x.ndim != 2 or x.shape[1] != dim or x.shape[0] == 0:
