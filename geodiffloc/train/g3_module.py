@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .modules import _check_encoder, _GeoModule, training_gallery, warmup_cosine
+from .modules import _GeoModule, training_gallery, warmup_cosine
 
 __all__ = ["G3Module", "attach_training_references", "build_g3_module", "description_table"]
 
@@ -69,28 +69,14 @@ class G3Module(_GeoModule):
     ) -> None:
         super().__init__()
         from ..models.g3 import G3, DescriptionTable
-        from .config import default_config
 
-        d = default_config("g3")
-        encoder = _check_encoder(encoder)
         if not isinstance(descriptions, DescriptionTable):
             raise ValueError("G3Module needs descriptions=DescriptionTable(latlon, embeddings) "
                              "of the training locations (see geodiffloc.train.description_table).")
         self.descriptions = descriptions
-        given = model if isinstance(model, G3) else None
-        if given is not None:
-            if given.input_dim != encoder["dim"]:
-                raise ValueError(f"the G3 takes {given.input_dim}-d queries but the data are "
-                                 f"{encoder['dim']}-d embeddings from {encoder['name']!r}.")
-            given.encoder_record = dict(encoder)
-            model = {k: v for k, v in given.config().items()
-                     if k not in ("format", "input_dim")}
-        model = {**{k: v for k, v in d["model"].items()}, **(model or {})}
-        self.optim_cfg = {**d["optim"], **(optim or {})}
-        self.val_cfg = {**d["validation"], **(validation or {})}
-        self.seed = int(seed)
-        self.save_hyperparameters({"model": model, "encoder": encoder, "optim": self.optim_cfg,
-                                   "validation": self.val_cfg, "seed": self.seed})
+        given, model, encoder = self._configure(
+            "g3", model, encoder, seed, {"optim": optim, "validation": validation},
+            model_class=G3, width="input_dim", arguments=_g3_arguments)
         self.model = given if given is not None else _build_g3(model, encoder, descriptions.dim,
                                                                self.seed)
         if self.model.text_dim != descriptions.dim:
@@ -269,3 +255,8 @@ def attach_training_references(model: Any, datamodule: Any, max_size: int, seed:
         xs.append(x[:, 0] if x.ndim == 3 else x)
         lls.append(torch.stack([torch.as_tensor(it[1], dtype=torch.float64) for it in items]))
     model.set_references(ReferenceDatabase(torch.cat(xs), torch.cat(lls), name="train"))
+
+
+def _g3_arguments(m: Any) -> dict[str, Any]:
+    """Constructor arguments of an existing G3 (for the module's hyperparameters)."""
+    return {k: v for k, v in m.config().items() if k not in ("format", "input_dim")}
