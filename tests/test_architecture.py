@@ -91,7 +91,8 @@ def test_string_import_scan_finds_what_it_should(tmp_path):
 
 def test_field_carries_accessor_without_loading_the_rest_of_geo():
     # A fresh interpreter: the first field registers da.geoloc through the package root
-    # and loads the accessor module only, not plotting, rasters or vectors.
+    # and loads the accessor module (and its small validation helpers) only, not
+    # plotting, rasters or vectors.
     code = (
         "import sys, numpy as np\n"
         "from geodiffloc.sphere import LatLonGrid\n"
@@ -105,6 +106,7 @@ def test_field_carries_accessor_without_loading_the_rest_of_geo():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout.splitlines()
     assert out == [
-        "['geodiffloc.geo', 'geodiffloc.geo._field', 'geodiffloc.geo.accessor']",
+        "['geodiffloc.geo', 'geodiffloc.geo._field', 'geodiffloc.geo._validate', "
+        "'geodiffloc.geo.accessor']",
         "[]",
     ]
