@@ -336,29 +336,55 @@ def _refine_newton(L: int, c: torch.Tensor, start: torch.Tensor, *, max_steps: i
     return torch.from_numpy(p)
 
 
+def _field_at(L: int, c: torch.Tensor, xyz: torch.Tensor) -> torch.Tensor:
+    """``f`` of vector ``c[i]`` at the unit vectors ``xyz[i, k]``: ``(n, k)``."""
+    ll = xyz_to_latlon(xyz)
+    n, k = ll.shape[:2]
+    y = real_sph_harm(ll.reshape(-1, 2), L).reshape(n, k, -1)
+    return torch.einsum("nkd,nd->nk", y, c)
+
+
+def stencil_derivatives(L: int, c: torch.Tensor, p: torch.Tensor, h: float | torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor],
+                                   tuple[torch.Tensor, torch.Tensor],
+                                   tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``f``, gradient and Hessian of ``f = c[i] . Y`` at unit vectors ``p[i]``.
+
+    Central differences on a 3 x 3 stencil of spacing ``h`` (rad; a float or one per
+    row) in an orthonormal tangent frame; device-agnostic and fine at the poles.
+
+    Returns
+    -------
+    (f, points, (e1, e2), (gx, gy), (hxx, hyy, hxy))
+        ``f`` ``(n, 9)`` at the stencil ``points`` ``(n, 9, 3)`` (centre first), the
+        frame, and the derivatives per rad (rad²) along it.
+    """
+    hh = torch.as_tensor(h, dtype=p.dtype, device=p.device)
+    hc = hh.reshape(-1, 1, 1) if hh.ndim else hh
+    e1, e2 = _tangent_frame(p)
+    stencil = _STENCIL.to(p.device)
+    off = hc * (stencil[None, :, 0:1] * e1[:, None] + stencil[None, :, 1:2] * e2[:, None])
+    pts = torch.nn.functional.normalize(p[:, None] + off, dim=-1)
+    f = _field_at(L, c, pts)
+    f0 = f[:, 0]
+    g = ((f[:, 1] - f[:, 2]) / (2 * hh), (f[:, 3] - f[:, 4]) / (2 * hh))
+    hess = ((f[:, 1] - 2 * f0 + f[:, 2]) / hh**2, (f[:, 3] - 2 * f0 + f[:, 4]) / hh**2,
+            (f[:, 5] - f[:, 6] - f[:, 7] + f[:, 8]) / (4 * hh**2))
+    return f, pts, (e1, e2), g, hess
+
+
 def _refine_stencil(L: int, coeffs: torch.Tensor, start: torch.Tensor, *, steps: int,
                     h0_rad: float | None) -> torch.Tensor:
     c = coeffs.detach().to(torch.float64)
     p = latlon_to_xyz(start.to(c.device, torch.float64))
     h = h0_rad if h0_rad is not None else 0.25 * math.pi / (L + 1)
-    stencil = _STENCIL.to(c.device)
 
     def f_at(xyz: torch.Tensor) -> torch.Tensor:
-        ll = xyz_to_latlon(xyz)
-        n, k = ll.shape[:2]
-        y = real_sph_harm(ll.reshape(-1, 2), L).reshape(n, k, -1)
-        return torch.einsum("nkd,nd->nk", y, c)
+        return _field_at(L, c, xyz)
 
     for _ in range(steps):
-        e1, e2 = _tangent_frame(p)
-        off = h * (stencil[None, :, 0:1] * e1[:, None] + stencil[None, :, 1:2] * e2[:, None])
-        pts = torch.nn.functional.normalize(p[:, None] + off, dim=-1)
-        f = f_at(pts)
+        f, pts, (e1, e2), (gx, gy), (hxx, hyy, hxy) = stencil_derivatives(L, c, p, h)
         f0 = f[:, 0]
-        gx, gy = (f[:, 1] - f[:, 2]) / (2 * h), (f[:, 3] - f[:, 4]) / (2 * h)
-        hxx = (f[:, 1] - 2 * f0 + f[:, 2]) / h**2
-        hyy = (f[:, 3] - 2 * f0 + f[:, 4]) / h**2
-        hxy = (f[:, 5] - f[:, 6] - f[:, 7] + f[:, 8]) / (4 * h**2)
         det = hxx * hyy - hxy**2
         newton_ok = (hxx < 0) & (det > 0)
         safe_det = torch.where(newton_ok, det, torch.ones_like(det))

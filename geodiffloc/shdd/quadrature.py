@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from .. import _sh_numba
-from ..harmonics import real_sph_harm
-from .decoding import refine_modes
+from ..sphere import latlon_to_xyz
+from .decoding import refine_modes, stencil_derivatives
 from .synthesis import synthesize
 
 __all__ = ["log_partition"]
@@ -226,30 +226,11 @@ def _peaks(c: torch.Tensor, L: int, f: torch.Tensor, fmax: torch.Tensor, median:
 
 def _hessian(c: torch.Tensor, L: int, p: torch.Tensor, delta: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``f`` and its ``(m, 2, 2)`` Hessian (per rad², in the tangent plane) at ``p``.
-
-    Central differences on a 3 x 3 stencil of spacing ``delta`` (a fraction of the peak
-    width) in an orthonormal tangent frame; device-agnostic and fine at the poles.
-    """
-    lat, lon = torch.deg2rad(p[:, 0]), torch.deg2rad(p[:, 1])
-    xyz = torch.stack([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()], 1)
-    east = torch.stack([-lon.sin(), lon.cos(), torch.zeros_like(lon)], 1)
-    north = torch.linalg.cross(xyz, east)
-    offs = torch.tensor([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1], [1, 1], [1, -1], [-1, 1],
-                         [-1, -1]], dtype=torch.float64, device=c.device)
-    d = delta[:, None, None]
-    q = xyz[:, None] + d * (offs[None, :, :1] * east[:, None] + offs[None, :, 1:] * north[:, None])
-    q = torch.nn.functional.normalize(q, dim=-1).reshape(-1, 3)
-    ll = torch.rad2deg(torch.stack([torch.asin(q[:, 2].clamp(-1, 1)),
-                                    torch.atan2(q[:, 1], q[:, 0])], 1))
-    y = real_sph_harm(ll, L).reshape(c.shape[0], 9, -1)
-    v = torch.einsum("mkd,md->mk", y, c)
-    dd = delta**2
-    h11 = (v[:, 1] - 2 * v[:, 0] + v[:, 2]) / dd
-    h22 = (v[:, 3] - 2 * v[:, 0] + v[:, 4]) / dd
-    h12 = (v[:, 5] - v[:, 6] - v[:, 7] + v[:, 8]) / (4 * dd)
-    hess = torch.stack([torch.stack([h11, h12], 1), torch.stack([h12, h22], 1)], 1)
-    return v[:, 0], hess
+    """``f`` and its ``(m, 2, 2)`` Hessian (per rad², in the tangent plane) at ``p`` (deg),
+    by central differences of spacing ``delta`` (a fraction of each peak's width)."""
+    f, _, _, _, (hxx, hyy, hxy) = stencil_derivatives(L, c, latlon_to_xyz(p), delta)
+    hess = torch.stack([torch.stack([hxx, hxy], 1), torch.stack([hxy, hyy], 1)], 1)
+    return f[:, 0], hess
 
 
 # -- boxes ---------------------------------------------------------------------------------
