@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from quadrature_helpers import polar_quadrature, unit
 
 from geodiffloc.shdd import quadrature
 from geodiffloc.shdd.core import SHDD
@@ -52,31 +53,7 @@ def test_axisymmetric_fields_against_1d_quadrature(L, scale):
     np.testing.assert_allclose(ours.numpy(), ref, atol=1e-5, rtol=0)
 
 
-def _polar_rule(centre, segments, n_psi):
-    """Nodes/weights of a polar grid around ``centre`` (GL in distance, uniform azimuth)."""
-    lat0, lon0 = np.radians(centre)
-    c = np.array([np.cos(lat0) * np.cos(lon0), np.cos(lat0) * np.sin(lon0), np.sin(lat0)])
-    ref = np.array([1.0, 0, 0]) if abs(c[2]) > 0.9 else np.array([0, 0, 1.0])
-    e1 = np.cross(ref, c)
-    e1 /= np.linalg.norm(e1)
-    e2 = np.cross(c, e1)
-    psi = np.arange(n_psi) * 2 * math.pi / n_psi
-    xyz, wts = [], []
-    for a, b, n in segments:
-        x, w = np.polynomial.legendre.leggauss(n)
-        g = 0.5 * (b - a) * x + 0.5 * (a + b)
-        G, P = np.meshgrid(g, psi, indexing="ij")
-        xyz.append(np.cos(G)[..., None] * c + np.sin(G)[..., None]
-                   * (np.cos(P)[..., None] * e1 + np.sin(P)[..., None] * e2))
-        wts.append(np.repeat(0.5 * (b - a) * w * np.sin(g), n_psi) * (2 * math.pi / n_psi))
-    xyz = np.concatenate([v.reshape(-1, 3) for v in xyz])
-    return xyz, np.concatenate(wts)
-
-
-def _field_at(s, c, xyz):
-    ll = np.degrees(np.stack([np.arcsin(np.clip(xyz[:, 2], -1, 1)),
-                              np.arctan2(xyz[:, 1], xyz[:, 0])], 1))
-    pts = torch.from_numpy(ll)
+def _field_at(s, c, pts):
     return torch.cat([s.evaluate(c, pts[a : a + 20_000])[0]
                       for a in range(0, len(pts), 20_000)]).numpy()
 
@@ -84,25 +61,22 @@ def _field_at(s, c, xyz):
 def mixture_reference(s, c, p1, p2):
     """Each half of the sphere (split by the bisecting plane) on a polar grid around its
     own peak; for close peaks, one grid around their midpoint."""
-    def unit(p):
-        la, lo = np.radians(p)
-        return np.array([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)])
-
-    u1, u2 = unit(p1), unit(p2)
+    u1, u2 = unit(*p1), unit(*p2)
     sig = s.width_rad
     if math.acos(min(1.0, float(u1 @ u2))) < 0.2:
         m = (u1 + u2) / np.linalg.norm(u1 + u2)
         mid = (math.degrees(math.asin(m[2])), math.degrees(math.atan2(m[1], m[0])))
-        xyz, w = _polar_rule(mid, [(0, 0.1, 128), (0.1, 0.5, 96), (0.5, math.pi, 96)], 512)
-        f = _field_at(s, c, xyz)
+        pts, w = polar_quadrature(mid, [(0, 0.1, 128), (0.1, 0.5, 96), (0.5, math.pi, 96)],
+                                  512)
+        f = _field_at(s, c, pts)
         return float(np.log(np.sum(w * np.exp(f - f.max()))) + f.max())
     normal = (u1 - u2) / np.linalg.norm(u1 - u2)
     parts = []
     for centre, sign in ((p1, 1.0), (p2, -1.0)):
         segs = [(0, 8 * sig, 48), (8 * sig, 0.5, 96), (0.5, math.pi, 96)]
-        xyz, w = _polar_rule(centre, segs, 256)
-        keep = sign * (xyz @ normal) >= 0
-        f = _field_at(s, c, xyz[keep])
+        pts, w = polar_quadrature(centre, segs, 256)
+        keep = sign * (unit(pts[:, 0].numpy(), pts[:, 1].numpy()) @ normal) >= 0
+        f = _field_at(s, c, pts[torch.from_numpy(keep)])
         parts.append(np.log(np.sum(w[keep] * np.exp(f - f.max()))) + f.max())
     return float(np.logaddexp(*parts))
 
