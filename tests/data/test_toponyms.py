@@ -92,6 +92,32 @@ def test_generic_words_are_dropped_from_admin1_names_only(index):
     assert not (lake.kind == "admin2").any()
 
 
+@pytest.mark.parametrize("name, admin1", [("Puglia", "Apulia"), ("Bayern", "Bavaria"),
+                                          ("Lombardia", "Lombardy")])
+def test_regions_by_their_names_in_other_languages(index, name, admin1):
+    # the ISO 3166-2 names and their translations lead to GeoNames' own admin-1 area
+    ents = index.entities.iloc[index.lookup(name)]
+    assert ((ents.kind == "admin1") & (ents.name == admin1)).any()
+
+
+def test_japanese_ward_suffix_is_optional_in_japan_only(index):
+    ents = index.entities.iloc[index.lookup("Shibuya")]
+    assert (ents.country_code == "JP").any()
+    # elsewhere a trailing "Ku"/"Si" is part of the name, not a suffix
+    from geodiffloc.data.toponyms import _without_ward_suffix
+
+    assert _without_ward_suffix("shibuya ku", "JP") == "shibuya"
+    assert _without_ward_suffix("gangnam gu", "KR") == "gangnam"
+    assert _without_ward_suffix("lai si", "CN") == ""
+    assert _without_ward_suffix("ku", "JP") == ""
+
+
+def test_georgian_names_count_as_capitalised(index):
+    (match,) = index.find("თბილისი")
+    assert match.capitalised
+    assert "GE" in set(_entities(index, match).country_code)
+
+
 def test_nothing_found_in_a_text_without_names(index):
     assert index.find("") == []
     assert index.find("   ,,, !!") == []

@@ -76,6 +76,39 @@ def test_a_stray_small_town_name_loses_to_a_confident_model(geo):
     assert a["source"] == "model"
 
 
+def test_a_great_citys_foreign_name_beats_a_village_bearing_it(geo):
+    # "Londres" is London's French name and a village of 2600 in Argentina; "Dili" is
+    # Timor-Leste's capital, and only an old name of Delhi (70x larger, not 100x)
+    assert _answer(geo, "Londres", geo.model.uniform())["country_code"] == "GB"
+    assert _answer(geo, "Dili", geo.model.uniform())["country_code"] == "TL"
+    # the same for countries: "Male" is a name of Malta, and the Maldives' capital
+    assert _answer(geo, "Malé", geo.model.uniform())["country_code"] == "MV"
+    assert _answer(geo, "Deutschland", geo.model.uniform())["country_code"] == "DE"
+
+
+def test_model_power_tempers_an_overconfident_model(geo):
+    # the model is sure of Hobart, Indiana; the gazetteer's Hobart, Tasmania is 9x larger
+    samples = geo.model.samples_at(*[(41.53, -87.26)] * 4)
+    sharp = ToponymGeolocator(geo.model, None, index=geo.index,
+                              weights=ToponymWeights(model_power=1.0))
+    tempered = ToponymGeolocator(geo.model, None, index=geo.index,
+                                 weights=ToponymWeights(model_power=0.1))
+    assert _answer(sharp, "Hobart", samples)["country_code"] == "US"
+    assert _answer(tempered, "Hobart", samples)["country_code"] == "AU"
+    # with model_power 0 the model does not arbitrate at all
+    blind = ToponymGeolocator(geo.model, None, index=geo.index,
+                              weights=ToponymWeights(model_power=0.0))
+    assert _answer(blind, "Hobart", samples)["country_code"] == "AU"
+
+
+def test_a_feature_word_heading_an_unknown_name_is_no_name(geo):
+    # "Delta" is Nigeria's Delta State (4 million people), but in "the Okavango Delta"
+    # it is the head of a name the gazetteers lack; alone it is still a (weak) reading
+    a = _answer(geo, "wildlife in the Okavango Delta", geo.model.uniform())
+    assert a["source"] == "model" and "Delta" not in a["names"].split(", ")
+    assert "Delta" in [m.text for m in resolve("a boat trip on the Delta").matches]
+
+
 def test_lower_case_common_words_do_not_outvote_a_capitalised_name(geo):
     # "rice" is a county in Minnesota; "Bali" the Indonesian province
     a = _answer(geo, "rice terraces in Bali", geo.model.uniform())
@@ -143,7 +176,8 @@ def test_refine_checks_lengths(geo):
         geo.refine(["a", "b"], geo.model.uniform(2)[None], preds)
 
 
-@pytest.mark.parametrize("bad", [{"alpha": -1.0}, {"epsilon": 0.0}, {"background": np.nan}])
+@pytest.mark.parametrize("bad", [{"alpha": -1.0}, {"epsilon": 0.0}, {"background": np.nan},
+                                 {"model_power": -0.5}, {"alias_dominance": np.inf}])
 def test_weights_are_validated(bad):
     with pytest.raises(ValueError, match="ToponymWeights"):
         ToponymWeights(**bad)
