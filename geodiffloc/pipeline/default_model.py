@@ -71,11 +71,12 @@ DEFAULT_MODEL_TEMPLATES: tuple[str, ...] = (
 )
 
 #: Everything that determines the default checkpoint (shared with
-#: ``scripts/build_default_model.py``). The first ``geodiffloc locate`` on a fresh 2-core
-#: CPU machine embeds the captions (~1 minute) and trains (~8 minutes for version 2's
-#: 2520 steps, measured in CI); the cached model then loads in about a second.
+#: ``scripts/build_default_model.py``). The first ``geodiffloc locate`` on a fresh, quiet
+#: 2-core CPU machine embeds the captions (~half a minute) and trains (~3.5 minutes for
+#: version 3's 1890 steps; benchmarks/results/first_use.md); the cached model then loads
+#: in about a second.
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {
-    "version": 2,
+    "version": 3,
     "seed": 0,
     "data": {
         "n_train": 16000,
@@ -90,8 +91,11 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "model": {"L": 23, "widths": [512, 256, 128], "time_dim": 128},
     # version 2: the recommended loss (multi-scale KL + x0 MSE, anchor bank: the training
     # defaults) and ~2500 steps instead of 756 (benchmarks/locdiff_loss_study.py: the
-    # model is still improving at 1500 steps and the bank makes a step cheaper)
-    "train": {"epochs": 40, "batch_size": 256, "lr": 1e-3, "warmup_steps": 100,
+    # model is still improving at 1500 steps and the bank makes a step cheaper).
+    # version 3: 30 epochs instead of 40, so that the first use fits in 5 minutes; the
+    # geolocator, which reads names first, is as accurate with it within one or two
+    # descriptions of either test set (benchmarks/results/geolocator_weights_*.md)
+    "train": {"epochs": 30, "batch_size": 256, "lr": 1e-3, "warmup_steps": 100,
               "gradient_clip_val": 1.0},
     "validation": {"sampler": "dpm++", "steps": 10, "n_samples": 4},
 }
