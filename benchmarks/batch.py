@@ -10,7 +10,7 @@ descriptions:
 * peak memory of the driver for ``--small`` vs ``--large`` inputs (serial run, each in a
   fresh subprocess; ``ru_maxrss``): it should not grow with the number of inputs.
 
-The default model's numbers (the issue's 10k-descriptions goal) need its ~9 minute
+The default model's numbers (the issue's 10k-descriptions goal) need its ~4 minute
 first training and are not measured here.
 
 Run: ``python benchmarks/batch.py [--small 1000] [--large 10000] [--quick]``.

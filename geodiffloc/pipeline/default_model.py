@@ -378,8 +378,8 @@ def default_model(
 ) -> tuple[Any, Any]:
     """The built-in place-description geolocator and its text encoder.
 
-    The first call trains it (about 9 minutes on 2 CPU cores, with progress bars) and caches it;
-    later calls load the cached checkpoint (safetensors) in about a second.
+    The first call trains it (about 4 minutes on a quiet 2-core CPU, with progress bars) and
+    caches it; later calls load the cached checkpoint (safetensors) in about a second.
 
     Parameters
     ----------
