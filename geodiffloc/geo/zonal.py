@@ -12,11 +12,15 @@ per-cell masses of the field otherwise account for.
 
 from __future__ import annotations
 
+import logging
+import time
 import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .._fingerprint import fingerprint
+from .._io import atomic_path
 from ..sphere import LatLonGrid, to_epsg4326
 from ._antimeridian import to_lonlat_window
 from ._field import field_parts, masses
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["cell_coverage", "zonal_probability"]
 
 _BATCH = 64  # polygons per exactextract call (progress granularity)
+log = logging.getLogger(__name__)
 
 
 def _warn_supersample(supersample: int | None) -> None:
@@ -100,6 +105,69 @@ def _coverage_matrix(geoms: list[Any], grid: LatLonGrid, progress: bool | None =
                 vals.append(np.asarray(cover, dtype=np.float64))
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                          shape=(len(arr), n_lat * n_lon))
+
+
+#: Bumped when the coverage computation changes (invalidates the disk cache).
+_COVERAGE_VERSION = 1
+_MEMORY: dict[str, Any] = {}  # this process's last few matrices, newest last
+_MEMORY_SIZE = 4
+#: Only matrices that took at least this long are written to disk (a handful of small
+#: polygons is recomputed faster than a file is read, and would only fill the folder).
+_DISK_MIN_SECONDS = 0.5
+
+
+def _coverage_key(geoms: list[Any], grid: LatLonGrid) -> str:
+    from importlib.metadata import version
+
+    import shapely
+
+    wkb = [b"" if g is None else shapely.to_wkb(g, hex=False) for g in geoms]
+    spec = (grid.resolution, grid.west, grid.south, grid.east, grid.north)
+    return fingerprint(_COVERAGE_VERSION, version("exactextract"), spec, wkb, length=32)
+
+
+def _coverage(geoms: list[Any], grid: LatLonGrid, progress: bool | None = None,
+              ) -> scipy.sparse.csr_matrix:
+    """:func:`_coverage_matrix`, remembered per (geometries, grid) in memory and on disk.
+
+    The country table of every ``locate`` call cuts the same Natural Earth polygons by
+    the same grid (about 2 s at 0.5 degrees); the matrix is keyed by the polygons' WKB and
+    the grid, kept for the process and, when it took long to compute, written to
+    ``<cache>/coverage/`` (a few MB) so that a new process reads it back in milliseconds.
+    A cache that cannot be read or written costs time, never correctness.
+    """
+    import scipy.sparse as sp
+
+    from ..data.cache import default_cache_dir
+
+    key = _coverage_key(geoms, grid)
+    if key in _MEMORY:
+        _MEMORY[key] = _MEMORY.pop(key)  # most recently used last
+        return _MEMORY[key]
+    path = default_cache_dir() / "coverage" / f"{key}.npz"
+    shape = (len(geoms), grid.shape[0] * grid.shape[1])
+    matrix = None
+    if path.is_file():
+        try:
+            matrix = sp.load_npz(path).tocsr()
+            if matrix.shape != shape:
+                matrix = None
+        except (OSError, ValueError, KeyError) as err:
+            log.warning("coverage cache %s is unreadable (%s); recomputing it.", path, err)
+    if matrix is None:
+        t0 = time.perf_counter()
+        matrix = _coverage_matrix(geoms, grid, progress)
+        if time.perf_counter() - t0 >= _DISK_MIN_SECONDS:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(path, overwrite=True) as tmp, open(tmp, "wb") as fh:
+                    sp.save_npz(fh, matrix)
+            except OSError as err:
+                log.warning("could not cache the cell coverage at %s (%s).", path, err)
+    _MEMORY[key] = matrix
+    while len(_MEMORY) > _MEMORY_SIZE:
+        _MEMORY.pop(next(iter(_MEMORY)))
+    return matrix
 
 
 def cell_coverage(geom: BaseGeometry | None, grid: LatLonGrid, *,
@@ -234,7 +302,7 @@ def zonal_probability(
     clash = [n for n in names if n in polygons.columns]
     if clash:
         raise ValueError(f"column(s) {clash} already exist in polygons; pass column=... .")
-    cover = _coverage_matrix([to_lonlat_window(g) for g in geoms], parts.grid, progress)
+    cover = _coverage([to_lonlat_window(g) for g in geoms], parts.grid, progress)
     n_cells = parts.grid.shape[0] * parts.grid.shape[1]
     probs = np.asarray(cover @ m.reshape(parts.n_queries, n_cells).T, dtype=np.float64)
     if layout == "long":

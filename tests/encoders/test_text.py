@@ -114,3 +114,36 @@ def test_registry_round_trip() -> None:
         encoder_from_name("nope:thing")
     with pytest.raises(ValueError, match="<family>:<model>"):
         encoder_from_name("no-colon")
+
+
+def test_transformers_path_gives_sentence_transformers_embeddings(minilm) -> None:
+    # the default encoder skips sentence-transformers (slow to import) for a plain
+    # mean-pooled folder; its embeddings must be the library's own
+    texts = ["Kyoto temple", "a fishing harbour in northern Norway", "東京", "Москва",
+             "vineyards near Bordeaux, " * 60, "x"]
+    plain = SentenceTransformerEncoder(device="cpu")
+    got = plain.encode(texts, batch_size=4)
+    assert plain._model is None and plain._plain is not None
+    want = minilm.encode(texts)
+    assert minilm._plain is None  # the fixture went through sentence-transformers
+    assert got.shape == want.shape == (len(texts), 384)
+    assert float((got - want).abs().max()) < 1e-5
+    assert torch.allclose(got.norm(dim=1), torch.ones(len(texts)), atol=1e-5)
+
+
+def test_other_pooling_goes_through_sentence_transformers(tmp_path) -> None:
+    import json
+    import shutil
+
+    from geodiffloc.encoders.text import _mean_pooled_folder
+
+    src = bundled_minilm_path()
+    assert _mean_pooled_folder(src) == 256
+    for name in ("modules.json", "sentence_bert_config.json"):
+        shutil.copy(src / name, tmp_path / name)
+    (tmp_path / "1_Pooling").mkdir()
+    cfg = json.loads((src / "1_Pooling" / "config.json").read_text())
+    cfg.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(cfg))
+    assert _mean_pooled_folder(tmp_path) is None
+    assert _mean_pooled_folder(tmp_path / "missing") is None

@@ -224,3 +224,36 @@ def test_supersample_is_deprecated(make_uniform):
     field = make_uniform(LatLonGrid.global_(5.0))
     with pytest.warns(DeprecationWarning, match="supersample"):
         zonal_probability(field, gdf(shapely.box(0, 0, 10, 10)), supersample=8)
+
+
+def test_coverage_is_remembered_in_memory_and_on_disk(make_vmf, tmp_path, monkeypatch, caplog):
+    import geodiffloc.geo.zonal as zonal
+
+    monkeypatch.setenv("GEODIFFLOC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(zonal, "_DISK_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(zonal, "_MEMORY", {})
+    world = countries("lowres")
+    field = make_vmf(LatLonGrid.global_(2.0), [(48.86, 2.35)], 200.0)
+    first = zonal_probability(field, world)["prob"].to_numpy()
+    (cached,) = (tmp_path / "coverage").glob("*.npz")
+
+    def no_recompute(*args, **kwargs):
+        raise AssertionError("the coverage was recomputed")
+
+    computed = zonal._coverage_matrix
+    monkeypatch.setattr(zonal, "_coverage_matrix", no_recompute)
+    assert np.array_equal(zonal_probability(field, world)["prob"].to_numpy(), first)  # memory
+    monkeypatch.setattr(zonal, "_MEMORY", {})
+    assert np.array_equal(zonal_probability(field, world)["prob"].to_numpy(), first)  # disk
+    # other polygons, or another grid, are another key
+    moved = world.set_geometry(world.geometry.translate(1.0, 0.0))
+    with pytest.raises(AssertionError, match="recomputed"):
+        zonal_probability(field, moved)
+    # a damaged file is recomputed (with a warning), not trusted
+    cached.write_bytes(b"not an npz")
+    monkeypatch.setattr(zonal, "_MEMORY", {})
+    monkeypatch.setattr(zonal, "_coverage_matrix", computed)
+    with caplog.at_level("WARNING", logger="geodiffloc.geo.zonal"):
+        again = zonal_probability(field, world)["prob"].to_numpy()
+    assert np.array_equal(again, first)
+    assert "unreadable" in caplog.text
