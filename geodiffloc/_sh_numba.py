@@ -43,6 +43,35 @@ def available() -> bool:
     return numba is not None
 
 
+class _Locked:
+    """``_LOCK``, and on first entry numba's threads started without touching torch's.
+
+    numba's OpenMP layer sets the process-wide OpenMP thread count to
+    ``NUMBA_NUM_THREADS`` when it starts its threads, and torch reads that same count:
+    a session pinned to one torch thread found itself on all cores after its first
+    harmonics call. The threads are started here once, and torch's count put back.
+    """
+
+    started = False
+
+    def __enter__(self) -> None:
+        _LOCK.acquire()
+        if not _Locked.started and numba is not None:
+            import torch
+
+            before = torch.get_num_threads()
+            numba.get_num_threads()  # starts the threading layer
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
+            _Locked.started = True
+
+    def __exit__(self, *exc: object) -> None:
+        _LOCK.release()
+
+
+_LOCKED = _Locked()
+
+
 if numba is not None:
 
     @numba.njit(parallel=True, cache=True, nogil=True)
@@ -256,7 +285,7 @@ def fill_real_sph_harm(latlon: np.ndarray, L: int, out: np.ndarray,
     lon = np.ascontiguousarray(ll[:, 1])
     if numba is None:
         raise RuntimeError("the numba kernel is not available; check available() first.")
-    with _LOCK:
+    with _LOCKED:
         if threads is not None:
             most = int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))  # set at numba's import
             numba.set_num_threads(max(1, min(int(threads), most)))
@@ -271,7 +300,7 @@ def field_derivatives(latlon: np.ndarray, coeffs: np.ndarray, L: int) -> np.ndar
     ll = np.asarray(latlon, dtype=np.float64)
     c = np.ascontiguousarray(coeffs, dtype=np.float64)
     out = np.empty((ll.shape[0], 6))
-    with _LOCK:
+    with _LOCKED:
         _deriv_kernel(np.ascontiguousarray(ll[:, 0]), np.ascontiguousarray(ll[:, 1]), c, L,
                       a, b, sect, _derivative_table(L), out)
     return out
@@ -283,7 +312,7 @@ def field_values(latlon: np.ndarray, coeffs: np.ndarray, L: int) -> np.ndarray:
     a, b, sect = _tables(L)
     ll = np.asarray(latlon, dtype=np.float64)
     out = np.empty(ll.shape[0])
-    with _LOCK:
+    with _LOCKED:
         _field_kernel(np.ascontiguousarray(ll[:, 0]), np.ascontiguousarray(ll[:, 1]),
                       np.ascontiguousarray(coeffs, dtype=np.float64), L, a, b, sect, out)
     return out
@@ -297,7 +326,7 @@ def fourier_rows(lat_deg: np.ndarray, coeffs: np.ndarray, L: int
     lat = np.ascontiguousarray(lat_deg, dtype=np.float64)
     out_a = np.empty((lat.size, L + 1))
     out_b = np.empty((lat.size, L + 1))
-    with _LOCK:
+    with _LOCKED:
         _fourier_kernel(lat, np.ascontiguousarray(coeffs, dtype=np.float64), L, a, b, sect,
                         out_a, out_b)
     return out_a, out_b

@@ -288,3 +288,23 @@ def test_fused_field_values_match_harmonics_times_coefficients(L):
     ref = (torch.from_numpy(scipy_real_sph_harm(lat, lon, L)) @ c).numpy()
     got = H._sh_numba.field_values(ll.numpy(), c.numpy(), L)
     np.testing.assert_allclose(got, ref, atol=1e-10 * (L + 1))
+
+
+def test_first_numba_kernel_leaves_torch_threads_alone():
+    # numba's OpenMP layer sets the process-wide thread count when it starts; torch
+    # reads the same count. A fresh process, so that numba has not started yet.
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; torch.set_num_threads(1)\n"
+        "from geodiffloc import _sh_numba\n"
+        "from geodiffloc.harmonics import real_sph_harm\n"
+        "assert _sh_numba.available()\n"
+        "real_sph_harm(torch.zeros(64, 2, dtype=torch.float64), 7)\n"
+        "print(torch.get_num_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__("os").environ, "NUMBA_NUM_THREADS": "2"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"

@@ -381,12 +381,12 @@ def build_index() -> ToponymIndex:
                 admin1_of.setdefault((code, key), []).append(e)
     for code, regions in _subdivision_names().items():
         for region in regions:
-            keys = set().union(*(_variants(n) for n in region)) - {""}
-            hits = {e for k in keys for e in admin1_of.get((code, k), [])}
+            region_keys = set().union(*(_variants(n) for n in region)) - {""}
+            hits = {e for k in region_keys for e in admin1_of.get((code, k), [])}
             if len(hits) != 1:
                 continue
             e = hits.pop()
-            extra = keys - _variants(rows[e][1])
+            extra = region_keys - _variants(rows[e][1])
             if extra:
                 rows.append(("admin1", rows[e][1], code, rows[e][3], True))
                 members.append(members[e])
