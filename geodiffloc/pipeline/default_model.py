@@ -150,7 +150,8 @@ def default_model_path(config: dict[str, Any] | None = None, *, encoder_name: st
 
     Examples
     --------
-    >>> default_model_path(cache_dir="/tmp/c").name.startswith("default-locdiff-v2-")
+    >>> version = DEFAULT_MODEL_CONFIG["version"]
+    >>> default_model_path(cache_dir="/tmp/c").name.startswith(f"default-locdiff-v{version}-")
     True
     """
     from ..data.cache import default_cache_dir
