@@ -12,7 +12,7 @@ gazetteer places:
    P(c \mid t) \;\propto\; \underbrace{\sum_{m}\, w_m \sum_{e \ni c,\; e \in m}
    \pi_e\, \kappa_e\, s_{c \mid e}}_{\text{names in } t}
    \;\times\; \underbrace{\big((1-\varepsilon)\, 4\pi\, p_\theta(c \mid t)
-   + \varepsilon\big)}_{\text{the model}}
+   + \varepsilon\big)^{\beta}}_{\text{the model}}
 
 over candidate places :math:`c`: for every name :math:`m` found in the text, every
 entity :math:`e` bearing it (a town, an admin area, a country), with prior
@@ -25,15 +25,16 @@ information being in :math:`\kappa`), and, for an area, the share
 lower-case one in a text that capitalises others ("rice terraces in Bali": *rice* is a
 county in Minnesota, but not here). :math:`p_\theta` is the model's density (a LocDiff
 mixture of its ``K`` sampled SHDD densities, per steradian), floored by
-:math:`\varepsilon` so that it arbitrates between readings without vetoing a name.
+:math:`\varepsilon` so that it arbitrates between readings without vetoing a name, and
+tempered by :math:`\beta` (:attr:`ToponymWeights.model_power`).
 
 "The text names no place we know" competes as one more hypothesis, with prior
 :attr:`ToponymWeights.background` (that of a town of 1000 people): the model's density
-integrates to 1, so this hypothesis weighs its prior alone, while a name's readings
-weigh their priors times the model's density where they lie. A stray match ("Tower"
-in "the Eiffel Tower": a town in Ireland) where the model sees nothing loses to it;
-a text with no name is the model's alone. When it wins, the answer is the model's own
-(the mode of its sample mixture).
+integrates to 1 (tempered, to at most 1), so this hypothesis weighs its prior alone,
+while a name's readings weigh their priors times the model's density where they lie.
+A stray match ("Tower" in "the Eiffel Tower": a town in Ireland) where the model sees
+nothing loses to it; a text with no name is the model's alone. When it wins, the answer
+is the model's own (the mode of its sample mixture).
 
 ``confidence`` is the posterior mass of the predicted country (or, when the model's
 own answer wins, the model's confidence times the posterior mass of that answer).
@@ -283,8 +284,8 @@ def resolve(text: str, index: ToponymIndex | None = None,
                 kappa *= w.consistency
                 used_admins.add((code[e], admin1[e]))
             # a country's foreign name ("Deutschland") is no noisier than its own
-            foreign = bool(col["alias"][e]) and kind[e] != "country"
-            factor = (w.alias if foreign else 1.0) * (w.admin2 if kind[e] == "admin2" else 1.0)
+            noisy = bool(col["alias"][e]) and kind[e] != "country"
+            factor = (w.alias if noisy else 1.0) * (w.admin2 if kind[e] == "admin2" else 1.0)
             rows = index.members(int(e))
             share = np.maximum(ppop[rows], 1.0) ** w.alpha
             ids.append(int(e))
