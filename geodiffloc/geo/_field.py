@@ -31,6 +31,8 @@ def _band_labels(da: xr.DataArray, lead: str) -> np.ndarray:
     """Band labels of a raster read by rioxarray: our band descriptions, else band numbers."""
     desc = da.attrs.get("long_name")
     n = da.sizes[lead]
+    if isinstance(desc, str):  # rioxarray reads one description as a plain string
+        desc = (desc,)
     if not (isinstance(desc, tuple | list) and len(desc) == n):
         return np.asarray(da[lead].values) if lead in da.coords else np.arange(n)
     name = da.attrs.get("leading_dim", "")
@@ -83,10 +85,11 @@ def as_latlon_field(da: Any) -> Any:
 
     ``rioxarray.open_rasterio`` returns ``(band, y, x)`` with ``x``/``y`` coordinates;
     other tools use ``latitude``/``longitude``. Such arrays get ``lat``/``lon`` dims, a
-    single band is dropped, several become the leading dim (named by the file's
-    ``leading_dim`` tag and labelled by the band descriptions when written by
-    geodiffloc). A raster in another CRS is reprojected to EPSG:4326 with a warning.
-    Anything else is returned unchanged (and judged by :func:`field_parts`).
+    single band is dropped (unless geodiffloc wrote it as one query), several become the
+    leading dim (named by the file's ``leading_dim`` tag and labelled by the band
+    descriptions when written by geodiffloc). A raster in another CRS is reprojected to
+    EPSG:4326 with a warning. Anything else is returned unchanged (and judged by
+    :func:`field_parts`).
     """
     import xarray as xr
 
@@ -110,7 +113,7 @@ def as_latlon_field(da: Any) -> Any:
         da = da.rename({names[0]: "lat", names[1]: "lon"})
     if da.ndim == 3:
         lead = str(da.dims[0])
-        if lead == "band" and da.sizes[lead] == 1:
+        if lead == "band" and da.sizes[lead] == 1 and not da.attrs.get("leading_dim"):
             da = da.isel(band=0, drop=True)
         elif lead == "band":
             new = str(da.attrs.get("leading_dim") or "band")

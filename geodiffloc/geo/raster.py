@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -337,7 +338,8 @@ def to_geotiff(
     """
     import rasterio
     import rasterio.shutil
-    from rasterio.io import MemoryFile
+    import rioxarray  # noqa: F401  (registers .rio)
+    import xarray as xr
 
     if driver not in ("COG", "GTiff"):
         raise ValueError(f"driver must be 'COG' or 'GTiff'; got {driver!r}.")
@@ -353,16 +355,29 @@ def to_geotiff(
     data = parts.values.copy()
     if not math.isnan(nodata):
         data[np.isnan(data)] = nodata
-    q, h, w = data.shape
     tags = {_tag_key(k): str(v) for k, v in provenance(dict(da.attrs)).items()}
-    tags.update(field_kind=written_kind, units=spec["units"], resampling=spec["resampling"],
-                value_meaning=spec["meaning"],
-                long_name=str(out.attrs.get("long_name", "")), geodiffloc_version=__version__)
+    tags.update(field_kind=written_kind, resampling=spec["resampling"],
+                value_meaning=spec["meaning"], geodiffloc_version=__version__)
+    band_tags: list[dict[str, str]] = [{"units": spec["units"],
+                                        "resampling": spec["resampling"]} for _ in data]
     if parts.leading_dim is not None:
         tags["leading_dim"] = parts.leading_dim
-    labels = parts.query_labels()
-    profile = dict(driver="GTiff", width=w, height=h, count=q, dtype="float32",
-                   crs="EPSG:4326", transform=parts.grid.transform, nodata=nodata)
+        for bt, label in zip(band_tags, parts.query_labels(), strict=True):
+            bt[_tag_key(parts.leading_dim)] = str(label)
+    labels = tuple(_band_label(parts.leading_dim, label, str(da.name or written_kind))
+                   for label in parts.query_labels())
+    # rioxarray writes the georeferencing, nodata, tags and band descriptions; GDAL's
+    # driver then copies it with the layout options (COG can only be written by copy)
+    raster = (
+        xr.DataArray(data, dims=("band", "y", "x"),
+                     coords={"band": np.arange(1, len(data) + 1),
+                             "y": parts.grid.lat, "x": parts.grid.lon},
+                     attrs={**tags, "long_name": labels, "band_tags": band_tags,
+                            "scale_factor": 1.0, "add_offset": 0.0})
+        .rio.write_crs("EPSG:4326")
+        .rio.write_transform(parts.grid.transform)
+        .rio.write_nodata(nodata)
+    )
     options = dict(COMPRESS=comp.upper(), BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
     if comp != "none":
         options["PREDICTOR"] = "YES" if driver == "COG" else "3"  # floating-point predictor
@@ -374,23 +389,17 @@ def to_geotiff(
             options["OVERVIEW_RESAMPLING"] = spec["overview"]
     else:
         options.update(TILED="YES", BLOCKXSIZE="256", BLOCKYSIZE="256")
-    with atomic_path(path, overwrite=overwrite) as tmp, MemoryFile() as mem:
-        with mem.open(**profile) as ds:
-            ds.write(data)
-            ds.update_tags(**tags)
-            for b in range(q):
-                label = _band_label(parts.leading_dim, labels[b],
-                                    str(da.name or written_kind))
-                ds.set_band_description(b + 1, label)
-                ds.set_band_unit(b + 1, spec["units"])
-                band_tags = {"units": spec["units"], "resampling": spec["resampling"]}
-                if parts.leading_dim:
-                    band_tags[_tag_key(parts.leading_dim)] = str(labels[b])
-                ds.update_tags(b + 1, **band_tags)
-            ds.scales = (1.0,) * q
-            ds.offsets = (0.0,) * q
-        with mem.open() as src:
-            rasterio.shutil.copy(src, str(tmp), driver=driver, **options)
+    staged = f"/vsimem/geodiffloc-{uuid.uuid4().hex}.tif"
+    try:
+        raster.rio.to_raster(staged, driver="GTiff", dtype="float32")
+        with rasterio.open(staged, "r+") as ds:  # rioxarray has no band unit of its own
+            for b in range(1, ds.count + 1):
+                ds.set_band_unit(b, spec["units"])
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            rasterio.shutil.copy(staged, str(tmp), driver=driver, **options)
+    finally:
+        if rasterio.shutil.exists(staged):
+            rasterio.shutil.delete(staged)
     if qml:
         from .qgis_style import write_qml
 
@@ -399,38 +408,21 @@ def to_geotiff(
     return Path(path)
 
 
-def _parse_tag(v: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            continue
-    return v
-
-
-def _grid_from_dataset(ds: Any, path: Path) -> LatLonGrid:
-    crs = ds.crs
+def _check_latlon(raster: xr.DataArray, path: Path) -> None:
+    """Refuse what the grid contract cannot hold, each time with the command that fixes it."""
+    crs = raster.rio.crs
     if crs is None:
         raise ValueError(f"{path} has no CRS; assign EPSG:4326 if it is lat/lon "
                          "(`gdal_edit.py -a_srs EPSG:4326 file.tif`), otherwise "
                          + _REPROJECT_HINT)
     if crs.to_epsg() != 4326:
         raise ValueError(f"{path} is in {crs.to_string()}, not EPSG:4326; " + _REPROJECT_HINT)
-    t = ds.transform
+    t = raster.rio.transform(recalc=False)
     if t.b != 0 or t.d != 0 or t.e >= 0 or not math.isclose(t.a, -t.e, rel_tol=1e-9):
         raise ValueError(
             f"{path} is not a north-up raster with square cells (transform {tuple(t)[:6]}); "
             + _REPROJECT_HINT
         )
-    res = float(t.a)
-    west, north = float(t.c), float(t.f)
-    east, south = west + ds.width * res, north - ds.height * res
-    if east > 180.0 + 1e-9:
-        east -= 360.0
-    grid = LatLonGrid(res, round(west, 9), round(south, 9), round(east, 9), round(north, 9))
-    if grid.shape != (ds.height, ds.width):
-        raise ValueError(f"{path} does not tile its extent into whole cells; " + _REPROJECT_HINT)
-    return grid
 
 
 def read_geotiff(path: str | os.PathLike, *, kind: str | None = None) -> xr.DataArray:
@@ -467,34 +459,32 @@ def read_geotiff(path: str | os.PathLike, *, kind: str | None = None) -> xr.Data
     >>> read_geotiff(p).dims
     ('sample', 'lat', 'lon')
     """
-    import rasterio
+    import rioxarray
+    import xarray as xr
     from rasterio.errors import RasterioIOError
+
+    from ._field import as_latlon_field
 
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"raster {p} does not exist.")
+    if kind is not None and kind not in FIELD_KINDS:
+        raise ValueError(f"kind must be one of {sorted(FIELD_KINDS)}; got {kind!r}.")
     try:
-        ds = rasterio.open(p)
+        raster = rioxarray.open_rasterio(p, mask_and_scale=False)
     except RasterioIOError as err:
         raise ValueError(f"{p} is not a raster GDAL can read ({err}).") from None
-    with ds:
-        grid = _grid_from_dataset(ds, p)
-        data = ds.read(masked=True).astype(np.float32).filled(np.nan)
-        tags = ds.tags()
-        lead = tags.pop("leading_dim", None)
-        labels = [
-            _parse_tag(ds.tags(b).get(lead, str(b - 1))) if lead else b - 1
-            for b in range(1, ds.count + 1)
-        ]
-    file_kind = tags.pop("field_kind", None)
-    kind = kind or file_kind or "mass"
-    if kind not in FIELD_KINDS:
-        raise ValueError(f"kind must be one of {sorted(FIELD_KINDS)}; got {kind!r}.")
-    for k in ("units", "long_name", "AREA_OR_POINT", "grid_resolution_deg", "resampling",
-              "value_meaning"):
-        tags.pop(k, None)
-    attrs = {k: _parse_tag(v) for k, v in tags.items()}
-    if lead is None and data.shape[0] == 1:
-        return grid.to_dataarray(data[0], kind=kind, attrs=attrs)  # type: ignore[arg-type]
-    return grid.to_dataarray(data, kind=kind, leading_dim=lead or "band",  # type: ignore[arg-type]
-                             leading_coords=np.asarray(labels), attrs=attrs)
+    if not isinstance(raster, xr.DataArray):  # a multi-subdataset file (HDF, NetCDF)
+        raise ValueError(f"{p} holds several subdatasets; open one of them by its GDAL "
+                         "name (e.g. 'NETCDF:file.nc:variable').")
+    with raster:
+        _check_latlon(raster, p)
+        field = as_latlon_field(raster.load())
+    kind = kind or field.attrs.get("field_kind") or "mass"
+    attrs = provenance(dict(field.attrs))
+    grid = LatLonGrid.from_dataarray(field)
+    if field.ndim == 2:
+        return grid.to_dataarray(field.values, kind=kind, attrs=attrs)  # type: ignore[arg-type]
+    lead = str(field.dims[0])
+    return grid.to_dataarray(field.values, kind=kind, leading_dim=lead,  # type: ignore[arg-type]
+                             leading_coords=np.asarray(field[lead].values), attrs=attrs)
