@@ -79,3 +79,13 @@ def test_xy_names_without_band_and_a_file_without_field_kind(query_field):
     bare.attrs = {}
     with pytest.raises(ValueError, match="field_kind"):
         bare.geoloc.top(1)
+
+
+def test_one_query_keeps_its_label_through_open_rasterio_and_read_geotiff(tmp_path,
+                                                                           query_field):
+    one = query_field.isel(query=[1])  # a (1, lat, lon) field: one labelled query
+    path = to_geotiff(one, tmp_path / "one.tif")
+    for back in (to_mass(read_geotiff(path)), to_mass(rioxarray.open_rasterio(path))):
+        assert back.dims == ("query", "lat", "lon")
+        assert back["query"].values.tolist() == ["sydney"]
+        np.testing.assert_allclose(back.values, one.values, rtol=1e-5, atol=1e-12)
