@@ -6,7 +6,9 @@ HTML page (no browser needed) and fails, listing every problem, when
 * a page's main content (the ``<article>`` of the Material theme, else ``<body>``) holds
   less than ``--min-chars`` characters of text and no image;
 * an ``<img>`` has no ``src``, points at a file missing from the site or empty, or is a
-  ``data:`` URI that does not decode to a non-empty image.
+  ``data:`` URI that does not decode to a non-empty image;
+* with ``--outputs-under tutorials``, a notebook page under that folder shows no cell
+  output (no ``jp-OutputArea-output`` element): the notebook was rendered unexecuted.
 
 Remote images (``http(s)://``) are not fetched; they are counted and listed with ``-v``.
 """
@@ -33,12 +35,15 @@ class _Page(HTMLParser):
         self.article_text: list[str] = []
         self.body_text: list[str] = []
         self.has_article = False
+        self.outputs = 0
         self._article_depth = 0
         self._skip_depth = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "img":
             self.images.append(dict(attrs).get("src"))
+        if "jp-OutputArea-output" in (dict(attrs).get("class") or "").split():
+            self.outputs += 1
         if tag == "article":
             self.has_article = True
             self._article_depth += 1
@@ -85,7 +90,8 @@ def _check_local(src: str, page: Path, site: Path) -> str | None:
     return None
 
 
-def check_page(page: Path, site: Path, min_chars: int) -> tuple[list[str], int]:
+def check_page(page: Path, site: Path, min_chars: int,
+               need_outputs: bool = False) -> tuple[list[str], int]:
     """Problems of one page, and its number of remote images."""
     parser = _Page()
     parser.feed(page.read_text(encoding="utf-8", errors="replace"))
@@ -106,6 +112,8 @@ def check_page(page: Path, site: Path, min_chars: int) -> tuple[list[str], int]:
     text = " ".join(parser.article_text if parser.has_article else parser.body_text)
     if len(text) < min_chars and not parser.images:
         problems.append(f"no content ({len(text)} characters of text, no image)")
+    if need_outputs and not parser.outputs:
+        problems.append("no cell output: the notebook was rendered without being executed")
     return problems, remote
 
 
@@ -114,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("site", type=Path, help="folder of the built site (mkdocs build -d)")
     ap.add_argument("--min-chars", type=int, default=200,
                     help="least text a page's main content must have (default 200)")
+    ap.add_argument("--outputs-under", metavar="FOLDER", action="append", default=[],
+                    help="pages under this site folder must show notebook cell outputs "
+                         "(repeatable), e.g. tutorials")
     ap.add_argument("-v", "--verbose", action="store_true", help="list every page checked")
     args = ap.parse_args(argv)
     site = args.site.resolve()
@@ -123,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     failed = 0
     for page in pages:
-        problems, remote = check_page(page, site, args.min_chars)
         rel = page.relative_to(site)
+        need_outputs = any(rel.parts[0] == folder.strip("/") for folder in args.outputs_under)
+        problems, remote = check_page(page, site, args.min_chars, need_outputs)
         if args.verbose:
             print(f"{rel}: {len(problems)} problem(s), {remote} remote image(s)")
         for p in problems:

@@ -56,3 +56,17 @@ def test_problems_are_reported(tmp_path, capsys, article, problem):
 def test_navigation_text_does_not_count_as_content(tmp_path):
     _page(tmp_path, "index.html", "")  # the nav holds 500 characters, the article none
     assert check_site.main([str(tmp_path)]) == 1
+
+
+def test_tutorial_pages_must_show_outputs_when_asked(tmp_path, capsys):
+    output = "<div class='jp-OutputArea-output jp-OutputArea-executeResult'><pre>42</pre></div>"
+    _page(tmp_path, "index.html", f"<p>{TEXT}</p>")  # outside the folder: not asked
+    _page(tmp_path, "tutorials/ran/index.html", f"<p>{TEXT}</p>{output}")
+    _page(tmp_path, "tutorials/not_run/index.html", f"<p>{TEXT}</p>")
+    assert check_site.main([str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert check_site.main([str(tmp_path), "--outputs-under", "tutorials"]) == 1
+    err = capsys.readouterr().err
+    assert "tutorials/not_run/index.html: no cell output" in err
+    assert "ran/index.html" not in err and "index.html: no cell" not in err.replace(
+        "tutorials/not_run/index.html", "")
