@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 from .._io import atomic_path
 from .._optional import require
@@ -102,7 +105,7 @@ def _coordinates(table: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path}: {err}") from None
 
 
-def read_locations(path: str | os.PathLike, id_column: str = "id") -> Any:
+def read_locations(path: str | os.PathLike, id_column: str = "id") -> gpd.GeoDataFrame:
     """Read ids and point locations from a CSV, GeoPackage/any vector file or (Geo)Parquet.
 
     Parameters

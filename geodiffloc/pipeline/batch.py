@@ -49,9 +49,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 from .._fingerprint import fingerprint
 from .._interrupt import stage
@@ -142,7 +145,7 @@ class BatchResult:
         return xr.open_zarr(path, consolidated=False)["probability"]
 
 
-def read_predictions(out_dir: str | os.PathLike) -> Any:
+def read_predictions(out_dir: str | os.PathLike) -> gpd.GeoDataFrame:
     """The GeoDataFrame of every committed part of a batch output folder.
 
     Examples

@@ -26,13 +26,18 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .._io import check_safe_checkpoint
 from .config import load_config
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+    from .datamodule import GeoDataModule
 
 __all__ = ["build_datamodule", "build_module", "train"]
 
@@ -45,7 +50,7 @@ def _rank() -> int:
     return int(getattr(rank_zero_only, "rank", 0) or 0)
 
 
-def build_datamodule(cfg: dict[str, Any]) -> Any:
+def build_datamodule(cfg: dict[str, Any]) -> GeoDataModule:
     """The :class:`~geodiffloc.train.GeoDataModule` described by a validated config's ``data``.
 
     Parameters
@@ -161,7 +166,7 @@ def _encode_images(cfg: dict[str, Any], path: Path, progress: bool) -> Path:
     return store
 
 
-def build_module(cfg: dict[str, Any], datamodule: Any) -> Any:
+def build_module(cfg: dict[str, Any], datamodule: GeoDataModule) -> pl.LightningModule:
     """The Lightning module of a validated config for the data of ``datamodule``.
 
     Returns

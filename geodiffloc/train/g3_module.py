@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -60,7 +61,7 @@ class G3Module(_GeoModule):
         self,
         model: Any = None,
         *,
-        encoder: dict[str, Any] | None = None,
+        encoder: Mapping[str, Any] | None = None,
         descriptions: Any = None,
         optim: dict[str, Any] | None = None,
         validation: dict[str, Any] | None = None,

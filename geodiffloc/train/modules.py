@@ -35,13 +35,16 @@ Optimisation:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from ..data.hierarchy import EntityHierarchy
 
 __all__ = ["GeoCLIPModule", "HierLocModule", "LocDiffModule", "build_hierarchy", "metric_name"]
 
@@ -153,7 +156,7 @@ class _GeoModule(pl.LightningModule):
 
     # -- construction (one shape for every family) --------------------------------------
 
-    def _configure(self, family: str, model: Any, encoder: dict[str, Any] | None,
+    def _configure(self, family: str, model: Any, encoder: Mapping[str, Any] | None,
                    seed: int, sections: dict[str, dict[str, Any] | None], *,
                    model_class: type, width: str,
                    arguments: Callable[[Any], dict[str, Any]],
@@ -272,7 +275,7 @@ class _GeoModule(pl.LightningModule):
                      sync_dist=True)
 
 
-def _check_encoder(encoder: dict[str, Any] | None) -> dict[str, Any]:
+def _check_encoder(encoder: Mapping[str, Any] | None) -> dict[str, Any]:
     if not encoder or "dim" not in encoder:
         raise ValueError(
             "encoder must be {'name': ..., 'dim': ...} of the condition embeddings "
@@ -330,7 +333,7 @@ class LocDiffModule(_GeoModule):
         self,
         model: Any = None,
         *,
-        encoder: dict[str, Any] | None = None,
+        encoder: Mapping[str, Any] | None = None,
         optim: dict[str, Any] | None = None,
         loss: dict[str, Any] | None = None,
         validation: dict[str, Any] | None = None,
@@ -468,7 +471,7 @@ class GeoCLIPModule(_GeoModule):
         self,
         model: Any = None,
         *,
-        encoder: dict[str, Any] | None = None,
+        encoder: Mapping[str, Any] | None = None,
         optim: dict[str, Any] | None = None,
         validation: dict[str, Any] | None = None,
         seed: int = 0,
@@ -571,7 +574,7 @@ def _build_geoclip(model: dict[str, Any], encoder: dict[str, Any], seed: int) ->
     return m
 
 
-def build_hierarchy(spec: dict[str, Any]) -> Any:
+def build_hierarchy(spec: dict[str, Any]) -> EntityHierarchy:
     """The :class:`~geodiffloc.data.EntityHierarchy` a ``model.hierarchy`` section describes.
 
     Lives in the train layer because the gazetteer hierarchy's country polygons come
@@ -655,7 +658,7 @@ class HierLocModule(_GeoModule):
         self,
         model: Any = None,
         *,
-        encoder: dict[str, Any] | None = None,
+        encoder: Mapping[str, Any] | None = None,
         optim: dict[str, Any] | None = None,
         validation: dict[str, Any] | None = None,
         seed: int = 0,
