@@ -15,6 +15,23 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Notebooks draw inline, as in Jupyter: their kernels must not inherit Agg.
+
+    nbmake starts each kernel with this process's environment; with ``MPLBACKEND=Agg``
+    the figures would never reach the notebook's outputs (which the docs site shows).
+    """
+    if not getattr(item, "nbmake", False):
+        return (yield)
+    saved = os.environ.pop("MPLBACKEND", None)
+    try:
+        return (yield)
+    finally:
+        if saved is not None:
+            os.environ["MPLBACKEND"] = saved
+
+
 @pytest.fixture(autouse=True)
 def _doctest_namespace(doctest_namespace):
     """Names available in every docstring example without an import line."""

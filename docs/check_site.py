@@ -8,7 +8,9 @@ HTML page (no browser needed) and fails, listing every problem, when
 * an ``<img>`` has no ``src``, points at a file missing from the site or empty, or is a
   ``data:`` URI that does not decode to a non-empty image;
 * with ``--outputs-under tutorials``, a notebook page under that folder shows no cell
-  output (no ``jp-OutputArea-output`` element): the notebook was rendered unexecuted.
+  output (no ``jp-OutputArea-output`` element): the notebook was rendered unexecuted;
+  or it draws figures (``plt.show()`` in its code) and shows no image: it ran with a
+  non-inline matplotlib backend (``MPLBACKEND=Agg``).
 
 Remote images (``http(s)://``) are not fetched; they are counted and listed with ``-v``.
 """
@@ -114,6 +116,9 @@ def check_page(page: Path, site: Path, min_chars: int,
         problems.append(f"no content ({len(text)} characters of text, no image)")
     if need_outputs and not parser.outputs:
         problems.append("no cell output: the notebook was rendered without being executed")
+    elif need_outputs and "plt.show()" in text and not parser.images:
+        problems.append("draws figures (plt.show()) but shows no image: the notebook ran "
+                        "with a non-inline matplotlib backend (is MPLBACKEND=Agg set?)")
     return problems, remote
 
 

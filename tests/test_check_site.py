@@ -70,3 +70,14 @@ def test_tutorial_pages_must_show_outputs_when_asked(tmp_path, capsys):
     assert "tutorials/not_run/index.html: no cell output" in err
     assert "ran/index.html" not in err and "index.html: no cell" not in err.replace(
         "tutorials/not_run/index.html", "")
+
+
+def test_tutorial_pages_that_draw_must_show_their_figures(tmp_path, capsys):
+    output = "<div class='jp-OutputArea-output'><pre>done</pre></div>"
+    code = "<pre>fig, ax = plt.subplots()\nplt.show()</pre>"
+    png = f"<img src='data:image/png;base64,{base64.b64encode(PNG).decode()}'>"
+    _page(tmp_path, "tutorials/drawn/index.html", f"<p>{TEXT}</p>{code}{output}{png}")
+    _page(tmp_path, "tutorials/agg/index.html", f"<p>{TEXT}</p>{code}{output}")
+    assert check_site.main([str(tmp_path), "--outputs-under", "tutorials"]) == 1
+    err = capsys.readouterr().err
+    assert "tutorials/agg/index.html: draws figures" in err and "drawn" not in err
