@@ -5,9 +5,10 @@ no network access; any other sentence-transformers model can be given as a local
 folder or as an already-built ``SentenceTransformer``. Loading is lazy: ``name`` and
 ``dim`` are known without loading the weights, so cached embeddings can be found
 without paying for a model load. A folder that is a plain transformer with mean pooling
-and L2 normalisation (all-MiniLM-L6-v2 is one) is run through ``transformers`` alone,
-which gives the same embeddings (to 1e-5; tested) and spares a new process the import
-of sentence-transformers (loading and first use: 3.1 s instead of 4.8 s on 2 cores).
+and L2 normalisation over a plain BERT (all-MiniLM-L6-v2 is one) runs on torch's own
+transformer layers (``geodiffloc.encoders._bert``), which give the same embeddings
+(to 1e-5; tested) and spare a new process the imports of sentence-transformers and
+transformers (about 5 s on 2 cores).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ._bert import MeanPooledBert
 
 __all__ = ["DEFAULT_TEXT_MODEL", "SentenceTransformerEncoder", "bundled_minilm_path"]
 
@@ -99,8 +102,9 @@ def _mean_pooled_folder(folder: Path) -> int | None:
     """``max_seq_length`` if ``folder`` is a plain Transformer -> mean pooling -> L2 norm.
 
     Such a model (all-MiniLM-L6-v2 is one) gives the same embeddings through
-    ``transformers`` alone, which imports in about half the time of
-    sentence-transformers; anything else (``None``) goes through sentence-transformers.
+    ``geodiffloc.encoders._bert.MeanPooledBert`` when it is a plain BERT, without
+    importing sentence-transformers or transformers; anything else (``None``) goes
+    through sentence-transformers.
     """
     try:
         modules = json.loads((folder / "modules.json").read_text())
@@ -114,41 +118,6 @@ def _mean_pooled_folder(folder: Path) -> int | None:
             or config.get("do_lower_case")):
         return None
     return int(config.get("max_seq_length", 512))
-
-
-class _MeanPooledTransformer:
-    """The forward pass of a mean-pooled sentence-transformers folder, on ``transformers``.
-
-    Token embeddings averaged over the attention mask, then L2-normalised, exactly as the
-    folder's ``Pooling`` and ``Normalize`` modules do (a test compares both paths).
-    """
-
-    def __init__(self, folder: Path, max_length: int, device: torch.device) -> None:
-        from transformers import AutoModel, AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.net = AutoModel.from_pretrained(str(folder)).to(device).eval()
-        self.max_length = max_length
-        self.device = device
-
-    def encode(self, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
-        from tqdm.auto import tqdm
-
-        # longest first, as sentence-transformers does, so that a batch pads little
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        ordered = [texts[i] for i in order]
-        out = []
-        for a in tqdm(range(0, len(texts), batch_size), desc="Batches", disable=not progress):
-            batch = self.tokenizer(ordered[a:a + batch_size], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt")
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            tokens = self.net(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
-            mean = (tokens * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
-            out.append(torch.nn.functional.normalize(mean, dim=-1).float().cpu().numpy())
-        emb = np.empty((len(texts), out[0].shape[1]), dtype=np.float32)
-        emb[order] = np.concatenate(out)
-        return emb
 
 
 def _st_dim(model: Any) -> int:
@@ -212,7 +181,8 @@ class SentenceTransformerEncoder:
         self.device = _default_device(device)
         self.word_dropout = float(word_dropout)
         self._model: Any = None
-        self._plain: _MeanPooledTransformer | None = None
+        self._plain: MeanPooledBert | None = None
+        self._plain_tried = False
         self._source: str | None = None
         self._dim: int | None = None
         if model is None or (isinstance(model, str) and model in _MINILM_ALIASES):
@@ -338,14 +308,14 @@ class SentenceTransformerEncoder:
                 )
         return torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
 
-    def _plain_backend(self) -> _MeanPooledTransformer | None:
-        """The ``transformers``-only path for a mean-pooled model folder (else ``None``)."""
-        if self._plain is None and self._model is None and self._source is not None:
+    def _plain_backend(self) -> MeanPooledBert | None:
+        """The torch-only path for a mean-pooled BERT folder (else ``None``), tried once."""
+        if not self._plain_tried and self._model is None and self._source is not None:
+            self._plain_tried = True
             folder = Path(self._source)
             max_length = _mean_pooled_folder(folder) if folder.is_dir() else None
             if max_length is not None:
-                with _hub_offline():
-                    self._plain = _MeanPooledTransformer(folder, max_length, self.device)
+                self._plain = MeanPooledBert.load(folder, max_length, self.device)
         return self._plain
 
     def __repr__(self) -> str:

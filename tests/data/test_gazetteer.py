@@ -198,3 +198,28 @@ def test_text_task_with_minilm(tmp_path) -> None:
     off = ~np.eye(len(emb), dtype=bool)
     assert cos[same & off].mean() > cos[~same].mean()
     assert ll.shape == (60, 2)
+
+
+def test_parquet_copy_is_the_parsed_package_and_a_damaged_one_is_replaced(
+        tmp_path, monkeypatch, caplog) -> None:
+    from geodiffloc.data import gazetteer
+
+    monkeypatch.setenv("GEODIFFLOC_CACHE_DIR", str(tmp_path))
+    gazetteer._load_all.cache_clear()
+    try:
+        parsed = gazetteer._parse_package()
+        first = gazetteer._load_all()  # parses and writes the copy
+        path = gazetteer._parquet_cache()
+        assert path.is_file() and path.parent.parent == tmp_path
+        gazetteer._load_all.cache_clear()
+        cached = gazetteer._load_all()  # from the copy
+        for df in (first, cached):
+            pd.testing.assert_frame_equal(df, parsed)
+        path.write_bytes(b"not parquet")
+        gazetteer._load_all.cache_clear()
+        with caplog.at_level("WARNING"):
+            pd.testing.assert_frame_equal(gazetteer._load_all(), parsed)
+        assert "unreadable" in caplog.text
+        pd.testing.assert_frame_equal(pd.read_parquet(path), parsed)  # rewritten
+    finally:
+        gazetteer._load_all.cache_clear()

@@ -147,3 +147,42 @@ def test_other_pooling_goes_through_sentence_transformers(tmp_path) -> None:
     (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(cfg))
     assert _mean_pooled_folder(tmp_path) is None
     assert _mean_pooled_folder(tmp_path / "missing") is None
+
+
+def test_plain_bert_check_refuses_what_it_cannot_run_exactly(tmp_path) -> None:
+    import json
+    import shutil
+
+    from geodiffloc.encoders._bert import _plain_bert
+
+    src = bundled_minilm_path()
+    assert _plain_bert(src)["model_type"] == "bert"
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(src / name, tmp_path / name)
+    assert _plain_bert(tmp_path) is None  # no model.safetensors
+    (tmp_path / "model.safetensors").symlink_to(src / "model.safetensors")
+    assert _plain_bert(tmp_path) is not None
+    cfg = json.loads((src / "config.json").read_text())
+    for change in ({"hidden_act": "gelu_new"}, {"model_type": "roberta"},
+                   {"position_embedding_type": "relative_key"}):
+        (tmp_path / "config.json").write_text(json.dumps({**cfg, **change}))
+        assert _plain_bert(tmp_path) is None, change
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    tok = json.loads((src / "tokenizer_config.json").read_text())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**tok, "do_lower_case": False}))
+    assert _plain_bert(tmp_path) is None  # transformers would tokenise it differently
+
+
+def test_default_encoder_imports_neither_transformers_nor_sentence_transformers() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from geodiffloc.encoders.text import SentenceTransformerEncoder\n"
+            "e = SentenceTransformerEncoder(device='cpu').encode(['Kyoto temple'])\n"
+            "assert e.shape == (1, 384), e.shape\n"
+            "print(sorted(m for m in ('transformers', 'sentence_transformers') "
+            "if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=300).stdout
+    assert out.strip().splitlines()[-1] == "[]"
