@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -107,7 +107,7 @@ class EfficientNetLiteEncoder:
     torch.Size([1, 1280])
     """
 
-    modality = "image"
+    modality: Literal["image"] = "image"
     dim = 1280
 
     def __init__(

@@ -8,9 +8,12 @@ A trained model stores ``encoder.name`` (see :mod:`geodiffloc.encoders.base`);
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from .base import Encoder
 
 __all__ = ["encoder_from_name"]
 
@@ -20,7 +23,7 @@ def encoder_from_name(
     *,
     device: str | torch.device | None = None,
     path: str | os.PathLike | None = None,
-) -> Any:
+) -> Encoder:
     """Build the encoder identified by ``name``.
 
     Parameters

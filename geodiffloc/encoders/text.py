@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -166,7 +166,7 @@ class SentenceTransformerEncoder:
     torch.Size([1, 384])
     """
 
-    modality = "text"
+    modality: Literal["text"] = "text"
 
     def __init__(
         self,

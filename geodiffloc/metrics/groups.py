@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from numpy.typing import ArrayLike
 
 from .core import DEFAULT_THRESHOLDS_KM, as_point_arrays, paired_errors_km, summarize_errors
 
@@ -71,15 +75,15 @@ def group_of(
 
 
 def breakdown(
-    pred: Any,
-    truth: Any,
+    pred: ArrayLike,
+    truth: ArrayLike,
     by: str = "continent",
     thresholds: Iterable[float] = DEFAULT_THRESHOLDS_KM,
     method: str = "geodesic",
     *,
     scale: Literal["10m", "lowres"] = "10m",
     max_km: float = 50.0,
-) -> Any:
+) -> pd.DataFrame:
     """:func:`~geodiffloc.metrics.summarize` per group of the **true** location.
 
     Each true location is joined spatially with the offline Natural Earth countries

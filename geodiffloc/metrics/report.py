@@ -11,6 +11,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     import geopandas as gpd
+    from matplotlib.figure import Figure
+    from numpy.typing import ArrayLike
 
 from .._io import atomic_path
 from .._optional import require
@@ -265,13 +267,13 @@ def write_table(table: Any, path: str | os.PathLike, *, overwrite: bool = False)
 
 
 def plot_errors(
-    errors_km: Any,
+    errors_km: ArrayLike,
     thresholds: Iterable[float] = DEFAULT_THRESHOLDS_KM,
     path: str | os.PathLike | None = None,
     *,
     title: str | None = None,
     overwrite: bool = False,
-) -> Any:
+) -> Figure:
     """Error distribution: histogram and cumulative share of log errors, threshold lines.
 
     Parameters

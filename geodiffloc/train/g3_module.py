@@ -12,10 +12,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from ..encoders.base import Encoder
+    from ..models.g3 import DescriptionTable
 import torch
 
 from .modules import _GeoModule, training_gallery, warmup_cosine
@@ -181,8 +188,10 @@ def _text_encoder(cfg: dict[str, Any], data_encoder: dict[str, Any]) -> Any:
     return enc
 
 
-def description_table(latlon: Any, text_encoder: Any, *, source: str = "gazetteer",
-                      levels: Any = None, cache_dir: Any = None, progress: bool = False) -> Any:
+def description_table(latlon: ArrayLike, text_encoder: Encoder, *, source: str = "gazetteer",
+                      levels: Sequence[str] | None = None,
+                      cache_dir: str | os.PathLike | Literal[False] | None = None,
+                      progress: bool = False) -> DescriptionTable:
     """The :class:`~geodiffloc.models.g3.DescriptionTable` of some locations.
 
     Parameters

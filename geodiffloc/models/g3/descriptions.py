@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from numpy.typing import ArrayLike
 import torch
 
 from ...sphere import check_latlon_tensor, latlon_to_xyz
@@ -51,7 +55,7 @@ def _tree() -> tuple[Any, Any]:
     return cKDTree(xyz), df
 
 
-def reverse_geocode(latlon: Any) -> Any:
+def reverse_geocode(latlon: ArrayLike) -> pd.DataFrame:
     """The nearest gazetteer place of each location, with its admin names and continent.
 
     Parameters
