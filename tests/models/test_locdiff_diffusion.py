@@ -74,6 +74,57 @@ def test_csunet_drop_cond_uses_null_condition_and_validates():
         net(torch.randn(3, 10), t, c1)
 
 
+def _randomised_net(L=2, cond_dim=4, widths=(16, 8)):
+    net = CSUNet(L, cond_dim=cond_dim, widths=widths).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # the time modulation starts at zero; give it a value
+        for block in [*net.down, net.mid, *net.up]:
+            for p in block.proj_time.parameters():
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+        net.null_cond.copy_(torch.randn(net.null_cond.shape, generator=g))
+    return net
+
+
+def test_csunet_bind_equals_forward():
+    net = _randomised_net()
+    g = torch.Generator().manual_seed(1)
+    # three inputs, their samples in consecutive rows (as LocDiff.sample lays them out),
+    # one condition repeated non-consecutively
+    base = torch.randn(3, 4, generator=g)
+    cond = torch.cat([base.repeat_interleave(2, dim=0), base[:1]])
+    x = torch.randn(7, 9, generator=g)
+    drop = torch.tensor([False, True, False, False, True, False, False])
+    bound, bound_drop = net.bind(cond), net.bind(cond, drop)
+    for t in (torch.full((7,), 5), torch.tensor(5), torch.arange(7) * 3):
+        torch.testing.assert_close(bound(x, t), net(x, t, cond), rtol=0, atol=1e-6)
+        torch.testing.assert_close(bound_drop(x, t), net(x, t, cond, drop_cond=drop),
+                                   rtol=0, atol=1e-6)
+    # the shared-t shortcut really uses each row's t when they differ
+    assert not torch.allclose(bound(x, torch.arange(7)), bound(x, torch.zeros(7, dtype=torch.long)))
+    with pytest.raises(ValueError, match="x must have shape"):
+        bound(torch.randn(6, 9), torch.tensor(5))
+    with pytest.raises(ValueError, match="t must be"):
+        bound(x, torch.arange(6))
+    with pytest.raises(ValueError, match="cond must have shape"):
+        net.bind(torch.randn(3, 5))
+
+
+def test_sample_latents_same_with_and_without_bind():
+    net = _randomised_net()
+
+    class Plain:  # the same network without ``bind``: the per-step forward path
+        def __call__(self, *a, **k):
+            return net(*a, **k)
+
+    cond = torch.randn(2, 4).repeat_interleave(3, dim=0)
+    cfg = DiffusionConfig(num_train_timesteps=50)
+    for w in (1.0, 2.0):
+        a, b = (sample_latents(n, cond, cfg, sampler="dpm++", steps=8, dim=9,
+                               guidance_scale=w, generator=torch.Generator().manual_seed(0))
+                for n in (net, Plain()))
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
 def test_default_widths():
     assert default_widths(23) == (512, 256, 128)
     assert default_widths(47) == (2048, 1024, 512)

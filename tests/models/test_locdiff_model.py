@@ -171,8 +171,11 @@ def test_mixture_mode_picks_a_real_mode_where_the_centroid_fails():
     assert torch.all(val[0] > others[0])
 
 
-def test_grid_log_partition_against_closed_forms_and_quadrature():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_grid_log_partition_against_closed_forms_and_quadrature(dtype):
     shdd = SHDD(7)
+    # float32 synthesis (the default, for mixture weights) rounds log Z by ~1e-6
+    eps = 0.0 if dtype == torch.float64 else 2e-5
     # f = a Y_10 = b cos(theta), b = a sqrt(3 / 4 pi): Z = 4 pi sinh(b) / b
     # (tolerance: midpoint-rule error, larger when the peak sits on a pole, as here for a=20)
     for a, tol in ((0.5, 1e-4), (3.0, 1e-4), (20.0, 2e-3)):
@@ -180,14 +183,46 @@ def test_grid_log_partition_against_closed_forms_and_quadrature():
         c[0, 2] = a
         b = a * math.sqrt(3 / (4 * math.pi))
         ref = math.log(4 * math.pi) + math.log(math.sinh(b) / b)
-        assert abs(float(grid_log_partition(shdd, c)[0]) - ref) < tol
-    z0 = grid_log_partition(shdd, torch.zeros(1, 64, dtype=torch.float64))
-    assert abs(float(z0[0]) - math.log(4 * math.pi)) < 1e-12
+        assert abs(float(grid_log_partition(shdd, c, dtype=dtype)[0]) - ref) < tol + eps
+    z0 = grid_log_partition(shdd, torch.zeros(1, 64, dtype=torch.float64), dtype=dtype)
+    assert abs(float(z0[0]) - math.log(4 * math.pi)) < 1e-12 + eps
     g = torch.Generator().manual_seed(0)
     c = torch.cat([shdd.encode(latlon=torch.tensor([[30.0, 40.0], [-60.0, 100.0]])).double(),
                    0.5 * torch.randn(2, 64, generator=g, dtype=torch.float64)])
-    torch.testing.assert_close(grid_log_partition(shdd, c), shdd.log_partition(c),
-                               rtol=0, atol=1e-4)
+    torch.testing.assert_close(grid_log_partition(shdd, c, dtype=dtype), shdd.log_partition(c),
+                               rtol=0, atol=1e-4 + eps)
+
+
+def test_grid_log_partition_float32_matches_float64_on_sharp_fields():
+    # the sharp, high-value fields a sampler produces at L = 23 (log Z up to ~40)
+    shdd = SHDD(23)
+    g = torch.Generator().manual_seed(3)
+    pts = torch.stack([torch.rand(64, generator=g) * 180 - 90,
+                       torch.rand(64, generator=g) * 360 - 180], 1).double()
+    c = 3.0 * shdd.encode(latlon=pts).double() + 0.3 * torch.randn(64, 576, generator=g,
+                                                                     dtype=torch.float64)
+    z64 = grid_log_partition(shdd, c, dtype=torch.float64)
+    assert float(z64.max()) > 20.0  # really sharp
+    torch.testing.assert_close(grid_log_partition(shdd, c), z64, rtol=0, atol=5e-5)
+
+
+def test_mixture_log_density_is_the_mean_of_the_sample_densities():
+    # independent reference: each sample's density from SHDD.evaluate and the adaptive
+    # log-partition, averaged in linear space
+    shdd = SHDD(11)
+    g = torch.Generator().manual_seed(5)
+    centres = torch.tensor([[48.8, 2.3], [35.7, 139.7], [-33.9, 151.2]], dtype=torch.float64)
+    c = shdd.encode(latlon=centres).double()[None] + 0.2 * torch.randn(
+        2, 3, 144, generator=g, dtype=torch.float64)
+    pts = torch.tensor([[[48.0, 2.0], [0.0, 0.0]], [[35.0, 139.0], [-33.0, 150.0]]],
+                       dtype=torch.float64)
+    got = mixture_log_density(shdd, c, pts)
+    ref = torch.stack([
+        torch.log(torch.stack([torch.exp(shdd.evaluate(c[i, j][None], pts[i])[0]
+                                         - shdd.log_partition(c[i, j][None])[0])
+                               for j in range(3)]).mean(0))
+        for i in range(2)])
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-4)
 
 
 def test_anchor_kl_equals_shdd_kl_on_per_sample_anchors():

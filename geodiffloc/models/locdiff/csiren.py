@@ -41,7 +41,7 @@ Choices the paper leaves open (and why):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -130,9 +130,17 @@ class CSiren(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         """``(n, d_in), (n, cond_dim), (n, time_dim) -> (n, d_out)``."""
+        return self.conditioned(x, self.proj_cond(cond), temb)
+
+    def conditioned(self, x: torch.Tensor, cond_proj: torch.Tensor,
+                    temb: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` with the condition already projected, ``(n, d_out)``.
+
+        ``temb`` may have one row for all of ``x`` (a sampler's step shares its ``t``).
+        """
         scale, shift = self.proj_time(nn.functional.silu(temb)).chunk(2, dim=1)
         h = (1.0 + scale) * self.proj_x(x) + shift
-        h = h + self.proj_cond(cond)
+        h = h + cond_proj
         return torch.sin(self.w0 * self.ff(h))
 
 
@@ -233,25 +241,81 @@ class CSUNet(nn.Module):
             ``(n, (L+1)**2)`` predicted ``x0`` (scaled space).
         """
         n = x.shape[0]
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (n, {self.dim}); got {tuple(x.shape)}.")
+        self._check_x(x, n)
         if cond.shape != (n, self.cond_dim):
             raise ValueError(
                 f"cond must have shape ({n}, {self.cond_dim}); got {tuple(cond.shape)}."
             )
-        t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0:
-            t = t.expand(n)
-        temb = self.time_mlp(sinusoidal_embedding(t, self.time_dim).to(x.dtype))
-        c = self.cond_norm(cond.to(x.dtype))
+        c = self._condition(cond.to(x.dtype), drop_cond)
+        return self._run(x, self._time_embedding(t, n, x), [b.proj_cond(c) for b in self._blocks])
+
+    def bind(self, cond: torch.Tensor, drop_cond: torch.Tensor | None = None,
+             ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``net(x, t)``: :meth:`forward` with the condition fixed, for a sampler's steps.
+
+        Every block's condition projection is computed once here, for each run of equal
+        consecutive rows (the samples of one input share its condition), instead of at
+        every step; and the time embedding once per call when all rows share the
+        timestep, as a sampler's do. About a third of a step's arithmetic; the result
+        equals ``forward(x, t, cond, drop_cond)`` to rounding.
+
+        Examples
+        --------
+        >>> net = CSUNet(2, cond_dim=5, widths=(16, 8)).eval()
+        >>> cond = torch.randn(2, 5).repeat_interleave(3, dim=0)
+        >>> x, t = torch.randn(6, 9), torch.full((6,), 7)
+        >>> torch.allclose(net.bind(cond)(x, t), net(x, t, cond), atol=1e-6)
+        True
+        """
+        n = cond.shape[0]
+        if cond.ndim != 2 or cond.shape[1] != self.cond_dim:
+            raise ValueError(
+                f"cond must have shape (n, {self.cond_dim}); got {tuple(cond.shape)}."
+            )
+        c = self._condition(cond.to(self.out.weight.dtype), drop_cond)
+        distinct, counts = torch.unique_consecutive(c, dim=0, return_counts=True)
+        projs = [b.proj_cond(distinct).repeat_interleave(counts, dim=0) for b in self._blocks]
+
+        def net(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            self._check_x(x, n)
+            return self._run(x, self._time_embedding(t, n, x), projs)
+
+        return net
+
+    @property
+    def _blocks(self) -> list[CSiren]:
+        return [*self.down, self.mid, *self.up]
+
+    def _check_x(self, x: torch.Tensor, n: int) -> None:
+        if x.ndim != 2 or x.shape != (n, self.dim):
+            raise ValueError(f"x must have shape ({n}, {self.dim}); got {tuple(x.shape)}.")
+
+    def _condition(self, cond: torch.Tensor, drop_cond: torch.Tensor | None) -> torch.Tensor:
+        c = self.cond_norm(cond)
         if drop_cond is not None:
             c = torch.where(drop_cond[:, None], self.null_cond.to(c.dtype).expand_as(c), c)
+        return c
+
+    def _time_embedding(self, t: torch.Tensor, n: int, x: torch.Tensor) -> torch.Tensor:
+        """``(n, time_dim)``, or ``(1, time_dim)`` when every row has the same ``t``."""
+        t = torch.as_tensor(t, device=x.device)
+        if t.ndim == 0:
+            t = t.reshape(1)
+        elif t.shape != (n,):
+            raise ValueError(f"t must be a scalar or have shape ({n},); got {tuple(t.shape)}.")
+        elif n > 1 and bool((t == t[0]).all()):
+            t = t[:1]
+        return self.time_mlp(sinusoidal_embedding(t, self.time_dim).to(x.dtype))
+
+    def _run(self, x: torch.Tensor, temb: torch.Tensor, projs: list[torch.Tensor],
+             ) -> torch.Tensor:
+        n_down = len(self.down)
         skips = []
         h = x
-        for block in self.down:
-            h = block(h, c, temb)
+        for block, p in zip(self.down, projs):
+            h = block.conditioned(h, p, temb)
             skips.append(h)
-        h = self.mid(h, c, temb)
-        for block, skip in zip(self.up, reversed(skips)):
-            h = block(torch.cat([h, skip], dim=1), c, temb)
+        h = self.mid.conditioned(h, projs[n_down], temb)
+        for block, p, skip in zip(self.up, projs[n_down + 1:], reversed(skips)):
+            h = block.conditioned(torch.cat([h, skip], dim=1), p, temb)
         return self.out(h)

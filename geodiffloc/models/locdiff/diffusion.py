@@ -516,7 +516,8 @@ def sample_latents(
     Parameters
     ----------
     net
-        ``net(x_t, t, cond, drop_cond=None) -> x0``.
+        ``net(x_t, t, cond, drop_cond=None) -> x0``; if it has ``bind(cond, drop_cond)``
+        (as :class:`CSUNet` does), the bound ``f(x_t, t)`` is called instead.
     cond
         ``(n, cond_dim)``; one latent per row.
     config
@@ -564,10 +565,13 @@ def sample_latents(
         cond_in = torch.cat([cond, cond])
         drop = torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)])
         drop = drop.to(dev)
+    # a network that can fix the condition for all steps does its share of work once
+    bind = getattr(net, "bind", None)
+    bound = bind(cond_in, drop) if callable(bind) else None
     for t in tqdm(sched.timesteps, disable=not progress, desc=f"{sampler} sampling"):
         tt = torch.full((cond_in.shape[0],), int(t), device=dev, dtype=torch.long)
         xin = x if drop is None else torch.cat([x, x])
-        x0 = net(xin, tt, cond_in, drop_cond=drop)
+        x0 = bound(xin, tt) if bound is not None else net(xin, tt, cond_in, drop_cond=drop)
         if drop is not None:
             x0_c, x0_u = x0.chunk(2)
             x0 = x0_u + guidance_scale * (x0_c - x0_u)
