@@ -428,3 +428,19 @@ def test_a_runner_from_a_path_pickles_as_its_recipe_and_loads_once(tiny, tmp_pat
     assert a.fingerprint == runner.fingerprint
     objects = resolve_runner(model, encoder=HashWordEncoder())
     assert len(pickle.dumps(objects)) > len(blob)  # objects travel as objects
+
+
+def test_own_local_cluster_workers_keep_glibc_malloc_defaults(monkeypatch):
+    # Dask's nanny default MALLOC_TRIM_THRESHOLD_ freezes glibc's mmap threshold, which
+    # made each worker fault every large buffer in afresh (~60 % slower per query)
+    import os
+
+    from geodiffloc.pipeline.batch import _client
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with _client(None, 1, dashboard=False) as client:
+        env = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+                                  os.environ.get("OMP_NUM_THREADS")))
+    [(trim, omp)] = env.values()
+    assert trim is None
+    assert omp == "1"  # the rest of Dask's worker environment is kept

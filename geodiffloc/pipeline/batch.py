@@ -488,9 +488,13 @@ def _chunk_seed(seed: int, items: list[InputItem]) -> int:
     return int(fingerprint(int(seed), [it.key for it in items], length=16), 16) % (2**63)
 
 
+_PRE_SPAWN = "distributed.nanny.pre-spawn-environ"
+
+
 @contextlib.contextmanager
 def _client(scheduler: Any, workers: int | None, dashboard: bool) -> Iterator[Any]:
     """A Dask client: given, at an address, or a LocalCluster sized to the machine."""
+    import dask
     from distributed import Client, LocalCluster
 
     if isinstance(scheduler, Client):
@@ -509,7 +513,12 @@ def _client(scheduler: Any, workers: int | None, dashboard: bool) -> Iterator[An
         opts["dashboard_address"] = None
     else:
         opts["dashboard_address"] = ":0"
-    with LocalCluster(**opts) as cluster, Client(cluster) as client:
+    # Dask's nanny gives workers MALLOC_TRIM_THRESHOLD_=65536, which also freezes glibc's
+    # mmap threshold at 128 KiB: every field, grid and batch buffer is then a fresh mmap
+    # whose pages fault in again (a worker spent 60 % longer per query, mostly in the
+    # kernel; benchmarks/results/batch_default.md). Our workers keep glibc's defaults.
+    with dask.config.set({f"{_PRE_SPAWN}.MALLOC_TRIM_THRESHOLD_": None}), \
+            LocalCluster(**opts) as cluster, Client(cluster) as client:
         yield client
 
 
