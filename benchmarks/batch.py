@@ -104,10 +104,10 @@ def _one_run(n: int, scheduler: str, workers: int | None, default: bool = False)
             res = locate_batch(src, Path(tmp) / "out", model=model, encoder=enc,
                                scheduler="serial", **kw)
         else:
-            from distributed import Client, LocalCluster
+            from geodiffloc.pipeline.batch import local_client
 
-            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                              dashboard_address=None) as cluster, Client(cluster) as client:
+            # the cluster locate_batch itself would start (same worker environment)
+            with local_client(workers) as client:
                 # cluster start-up and the workers' first imports (torch, geodiffloc) are
                 # not the job's time: a long-lived cluster pays them once
                 client.run(importlib.import_module, "geodiffloc.pipeline.batch")

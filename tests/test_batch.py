@@ -438,7 +438,8 @@ def test_own_local_cluster_workers_keep_glibc_malloc_defaults(monkeypatch):
     from geodiffloc.pipeline.batch import _client
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    with _client(None, 1, dashboard=False) as client:
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    with _client(None, 1, dashboard=False) as client:  # what locate_batch starts
         env = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"),
                                   os.environ.get("OMP_NUM_THREADS")))
     [(trim, omp)] = env.values()

@@ -9,7 +9,7 @@
 - :func:`resolve_runner` -- any model name, checkpoint or object behind one interface.
 """
 
-from .batch import BatchResult, locate_batch, read_predictions
+from .batch import BatchResult, local_client, locate_batch, read_predictions
 from .default_model import (
     DEFAULT_MODEL_CONFIG,
     DEFAULT_MODEL_TEMPLATES,
@@ -33,6 +33,7 @@ __all__ = [
     "Runner",
     "default_model",
     "default_model_path",
+    "local_client",
     "locate",
     "locate_batch",
     "read_inputs",

@@ -64,7 +64,7 @@ from .inputs import InputItem, InputReader
 from .locate import NO_COUNTRY
 from .models import Runner, resolve_runner
 
-__all__ = ["BATCH_FILES", "BatchResult", "locate_batch"]
+__all__ = ["BATCH_FILES", "BatchResult", "local_client", "locate_batch"]
 
 log = logging.getLogger("geodiffloc.pipeline")
 
@@ -492,10 +492,39 @@ _PRE_SPAWN = "distributed.nanny.pre-spawn-environ"
 
 
 @contextlib.contextmanager
-def _client(scheduler: Any, workers: int | None, dashboard: bool) -> Iterator[Any]:
-    """A Dask client: given, at an address, or a LocalCluster sized to the machine."""
+def local_client(workers: int | None = None, *, dashboard: bool = False) -> Iterator[Any]:
+    """A ``dask.distributed`` client on a new LocalCluster, as :func:`locate_batch` starts it.
+
+    One single-threaded worker process per core (or ``workers``). Dask's nanny gives its
+    workers ``MALLOC_TRIM_THRESHOLD_=65536``, which also freezes glibc's mmap threshold
+    at 128 KiB, so every field, grid and batch buffer becomes a fresh mmap whose pages
+    fault in again: a worker spent ~60 % more time per query, most of it in the kernel.
+    These workers keep glibc's defaults (the rest of Dask's worker environment stays).
+    For a cluster started by hand, unset ``MALLOC_TRIM_THRESHOLD_`` in the workers'
+    environment (or ``distributed.nanny.pre-spawn-environ`` in Dask's config) likewise.
+
+    Examples
+    --------
+    >>> with local_client(2) as client:  # doctest: +SKIP
+    ...     res = locate_batch("captions.txt", "out", scheduler=client)
+    """
     import dask
     from distributed import Client, LocalCluster
+
+    n = int(workers) if workers else max(1, len(os.sched_getaffinity(0))
+                                         if hasattr(os, "sched_getaffinity") else
+                                         (os.cpu_count() or 1))
+    opts: dict[str, Any] = {"n_workers": n, "threads_per_worker": 1, "processes": True,
+                            "dashboard_address": ":0" if dashboard else None}
+    with dask.config.set({f"{_PRE_SPAWN}.MALLOC_TRIM_THRESHOLD_": None}), \
+            LocalCluster(**opts) as cluster, Client(cluster) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def _client(scheduler: Any, workers: int | None, dashboard: bool) -> Iterator[Any]:
+    """A Dask client: given, at an address, or a LocalCluster sized to the machine."""
+    from distributed import Client
 
     if isinstance(scheduler, Client):
         yield scheduler
@@ -505,20 +534,7 @@ def _client(scheduler: Any, workers: int | None, dashboard: bool) -> Iterator[An
         with Client(address, timeout=30) as client:
             yield client
         return
-    n = int(workers) if workers else max(1, len(os.sched_getaffinity(0))
-                                         if hasattr(os, "sched_getaffinity") else
-                                         (os.cpu_count() or 1))
-    opts: dict[str, Any] = {"n_workers": n, "threads_per_worker": 1, "processes": True}
-    if not dashboard:
-        opts["dashboard_address"] = None
-    else:
-        opts["dashboard_address"] = ":0"
-    # Dask's nanny gives workers MALLOC_TRIM_THRESHOLD_=65536, which also freezes glibc's
-    # mmap threshold at 128 KiB: every field, grid and batch buffer is then a fresh mmap
-    # whose pages fault in again (a worker spent 60 % longer per query, mostly in the
-    # kernel; benchmarks/results/batch_default.md). Our workers keep glibc's defaults.
-    with dask.config.set({f"{_PRE_SPAWN}.MALLOC_TRIM_THRESHOLD_": None}), \
-            LocalCluster(**opts) as cluster, Client(cluster) as client:
+    with local_client(workers, dashboard=dashboard) as client:
         yield client
 
 
@@ -729,7 +745,8 @@ def locate_batch(
         Inputs per task (and per GeoParquet part).
     scheduler
         ``None``: ``$DASK_SCHEDULER_ADDRESS`` if set, else a ``LocalCluster`` sized to
-        the machine (in this process without ``dask[distributed]``); an address
+        the machine (:func:`local_client`; in this process without
+        ``dask[distributed]``); an address
         (``"tcp://host:8786"``) or a ``distributed.Client``: that cluster; ``"serial"``:
         in this process, no Dask.
     workers
