@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -284,7 +285,8 @@ class CSUNet(nn.Module):
 
     @property
     def _blocks(self) -> list[CSiren]:
-        return [*self.down, self.mid, *self.up]
+        """Down blocks, the middle one, up blocks (typed: ModuleList yields Modules)."""
+        return cast(list[CSiren], [*self.down, self.mid, *self.up])
 
     def _check_x(self, x: torch.Tensor, n: int) -> None:
         if x.ndim != 2 or x.shape != (n, self.dim):
@@ -309,13 +311,13 @@ class CSUNet(nn.Module):
 
     def _run(self, x: torch.Tensor, temb: torch.Tensor, projs: list[torch.Tensor],
              ) -> torch.Tensor:
-        n_down = len(self.down)
+        blocks, n_down = self._blocks, len(self.down)
         skips = []
         h = x
-        for block, p in zip(self.down, projs):
+        for block, p in zip(blocks[:n_down], projs):
             h = block.conditioned(h, p, temb)
             skips.append(h)
-        h = self.mid.conditioned(h, projs[n_down], temb)
-        for block, p, skip in zip(self.up, projs[n_down + 1:], reversed(skips)):
+        h = blocks[n_down].conditioned(h, projs[n_down], temb)
+        for block, p, skip in zip(blocks[n_down + 1:], projs[n_down + 1:], reversed(skips)):
             h = block.conditioned(torch.cat([h, skip], dim=1), p, temb)
         return self.out(h)
