@@ -9,6 +9,7 @@ last convolution (the layer below the ImageNet classifier).
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +64,42 @@ def load_image(source: Any) -> Any:
         raise ValueError(f"image file {path} does not exist.") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"cannot decode image {path}: {err}") from None
+
+
+def _inference_copy(net: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a frozen EfficientNet-Lite for inference: same features, ~3x less time.
+
+    Each BatchNorm is folded into the convolution before it (torch's
+    ``fuse_conv_bn_eval``), symmetric TensorFlow-"same" pads become the convolution's own
+    padding (no padded copy of the activations), ReLU6 clamps in place, and the layout is
+    channels-last, which oneDNN's depthwise kernels want. On the CPU, BatchNorm, the pad
+    copies and the clamps cost as much as the convolutions themselves. Lite models have
+    no squeeze-excitation, the only part this does not handle; any other net is returned
+    as it is.
+    """
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    blocks = getattr(net, "_blocks", None)
+    if blocks is None or any(getattr(b, "has_se", True) for b in blocks):
+        return net
+    fast = copy.deepcopy(net).eval()
+    pairs = [(fast, "_conv_stem", "_bn0"), (fast, "_conv_head", "_bn1")]
+    for block in fast._blocks:
+        if hasattr(block, "_expand_conv"):
+            pairs.append((block, "_expand_conv", "_bn0"))
+        pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+    for owner, conv, bn in pairs:
+        setattr(owner, conv, fuse_conv_bn_eval(getattr(owner, conv), getattr(owner, bn)))
+        setattr(owner, bn, nn.Identity())
+    for m in fast.modules():
+        pad = getattr(m, "static_padding", None)
+        if isinstance(pad, nn.ZeroPad2d) and len(set(pad.padding)) == 1:
+            m.padding = (pad.padding[0],) * 2  # type: ignore[assignment]
+            m.static_padding = nn.Identity()
+        if isinstance(m, nn.ReLU6):
+            m.inplace = True  # every ReLU6 here follows a layer that made a new tensor
+    return fast.to(memory_format=torch.channels_last)
 
 
 def _bundled_weights() -> Path:
@@ -143,6 +180,7 @@ class EfficientNetLiteEncoder:
         self.name = f"efficientnet:lite0/{tag}"
         net.eval().requires_grad_(False)
         self.net = net.to(self.device)
+        self._fast: tuple[tuple[tuple[int, int], ...], torch.nn.Module] | None = None
         self.image_size = int(image_size)
         norm = T.Normalize(_MEAN, _STD)
         to_float = [T.ToImage(), T.ToDtype(torch.float32, scale=True)]
@@ -235,10 +273,20 @@ class EfficientNetLiteEncoder:
         with torch.inference_mode(), bar:
             for s in range(0, len(items), batch_size):
                 x = self.preprocess(items[s:s + batch_size], augment).to(self.device)
-                fmap = self.net.extract_features(x)
+                fmap = self._inference_net().extract_features(
+                    x.contiguous(memory_format=torch.channels_last))
                 out[s:s + len(x)] = fmap.mean(dim=(2, 3)).float().cpu()
                 bar.update(len(x))
         return out
+
+    def _inference_net(self) -> Any:
+        # ``net`` stays the reference (its state_dict, its ImageNet head); the folded
+        # copy is rebuilt whenever a weight of ``net`` was changed in place or moved
+        versions = tuple((t.data_ptr(), t._version)
+                         for t in (*self.net.parameters(), *self.net.buffers()))
+        if self._fast is None or self._fast[0] != versions:
+            self._fast = (versions, _inference_copy(self.net))
+        return self._fast[1]
 
     def __repr__(self) -> str:
         return f"EfficientNetLiteEncoder(name={self.name!r}, device={str(self.device)!r})"

@@ -130,3 +130,31 @@ def test_registry_builds_efficientnet() -> None:
         encoder_from_name("efficientnet:lite0/mine")
     with pytest.raises(ValueError, match="lite0"):
         encoder_from_name("efficientnet:b7/imagenet")
+
+
+def test_folded_inference_copy_matches_the_reference_net(enc, small) -> None:
+    # encode runs a copy with BatchNorm folded into the convolutions; the features must
+    # be the reference network's own, computed here with the package's unfolded layers
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 224, 224)
+    with torch.inference_mode():
+        ref = enc.net.extract_features(x).mean(dim=(2, 3))
+        fast = enc._inference_net().extract_features(x).mean(dim=(2, 3))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in enc._inference_net().modules())
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+    # the reference keeps its BatchNorm layers and its state_dict keys
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.net.modules())
+    assert "_bn0.running_mean" in enc.net.state_dict()
+
+
+def test_folded_copy_follows_new_weights(tmp_path) -> None:
+    # loading other weights into ``net`` after a first encode must not leave the
+    # folded copy with the old ones
+    a = EfficientNetLiteEncoder(False, device="cpu", image_size=64)
+    img = [_image(6)]
+    before = a.encode(img)
+    torch.manual_seed(3)
+    other = EfficientNetLiteEncoder(False, device="cpu", image_size=64)
+    a.net.load_state_dict(other.net.state_dict())
+    torch.testing.assert_close(a.encode(img), other.encode(img))
+    assert not torch.allclose(a.encode(img), before)
