@@ -81,11 +81,13 @@ def _inference_copy(net: torch.nn.Module) -> torch.nn.Module:
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     blocks = getattr(net, "_blocks", None)
-    if blocks is None or any(getattr(b, "has_se", True) for b in blocks):
+    if not isinstance(blocks, nn.ModuleList) or any(getattr(b, "has_se", True)
+                                                     for b in blocks):
         return net
     fast = copy.deepcopy(net).eval()
-    pairs = [(fast, "_conv_stem", "_bn0"), (fast, "_conv_head", "_bn1")]
-    for block in fast._blocks:
+    pairs: list[tuple[nn.Module, str, str]] = [(fast, "_conv_stem", "_bn0"),
+                                               (fast, "_conv_head", "_bn1")]
+    for block in fast.get_submodule("_blocks").children():
         if hasattr(block, "_expand_conv"):
             pairs.append((block, "_expand_conv", "_bn0"))
         pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]

@@ -16,10 +16,11 @@ SHDD field is untouched. Samples are **never clipped**: SHDD vectors are unbound
 from the wrong distribution. The cosine schedule reaches ``alpha_bar_T ~ 6e-8`` for
 any ``T``. The schedule is configurable (:class:`DiffusionConfig`).
 
-**Samplers** are diffusers' schedulers on ``(batch, d)`` latents with
-``prediction_type="sample"`` (the network predicts ``x0``): ``"ddpm"`` (ancestral, the
-paper's, ``T`` steps), ``"ddim"`` (deterministic, ``eta = 0``, trailing spacing) and
-``"dpm++"`` (DPM-Solver++ multistep, 2nd order, deterministic). Seeded with a
+**Samplers** work on ``(batch, d)`` latents with the network predicting ``x0``:
+``"ddpm"`` (ancestral, the paper's, ``T`` steps) and ``"ddim"`` (deterministic,
+``eta = 0``, trailing spacing) are diffusers' schedulers; ``"dpm++"`` (DPM-Solver++
+multistep, 2nd order, deterministic; the default of ``locate``) is :mod:`.solver`, the
+same steps without diffusers' import cost. Seeded with a
 ``torch.Generator`` they are reproducible.
 
 **Loss.** SHDD-KL (paper eq. 13) between the predicted ``x0`` (unscaled) and the true
@@ -37,6 +38,7 @@ from typing import Any, Literal
 import torch
 
 from ...sphere import cap_random, uniform_random
+from .solver import betas, dpm_solver_pp_2m_plan, dpm_solver_pp_2m_step
 
 __all__ = [
     "KL_DIRECTIONS",
@@ -103,13 +105,16 @@ class DiffusionConfig:
         return asdict(self)
 
     def alphas_cumprod(self) -> torch.Tensor:
-        """``alpha_bar_t`` for ``t = 0 .. T-1`` (float64, from diffusers' DDPMScheduler)."""
+        """``alpha_bar_t`` for ``t = 0 .. T-1`` (float64; diffusers' float32 values)."""
         return _alphas_cumprod(self).clone()
 
 
 @functools.lru_cache(maxsize=16)
 def _alphas_cumprod(config: DiffusionConfig) -> torch.Tensor:
-    return make_scheduler(config, "ddpm").alphas_cumprod.to(torch.float64)
+    # float32 products, as diffusers' schedulers make them (checkpoints were trained so)
+    b = betas(config.beta_schedule, config.num_train_timesteps, config.beta_start,
+              config.beta_end)
+    return torch.cumprod(1.0 - b, dim=0).to(torch.float64)
 
 
 def make_scheduler(config: DiffusionConfig, sampler: Sampler = "ddpm") -> Any:
@@ -557,8 +562,13 @@ def sample_latents(
         raise ValueError(
             f"steps must be in 1..{config.num_train_timesteps} (the training T); got {steps}."
         )
-    sched = make_scheduler(config, sampler)
-    sched.set_timesteps(int(steps), device=dev)
+    sched, sigmas = None, torch.zeros(0)
+    if sampler == "dpm++":  # our own solver: diffusers' import costs seconds per process
+        timesteps, sigmas = dpm_solver_pp_2m_plan(_alphas_cumprod(config).float(), int(steps))
+    else:
+        sched = make_scheduler(config, sampler)
+        sched.set_timesteps(int(steps), device=dev)
+        timesteps = sched.timesteps
     x = torch.randn((n, dim), generator=generator).to(dev)
     cond_in, drop = cond, None
     if guidance_scale != 1.0:
@@ -568,13 +578,17 @@ def sample_latents(
     # a network that can fix the condition for all steps does its share of work once
     bind = getattr(net, "bind", None)
     bound = bind(cond_in, drop) if callable(bind) else None
-    for t in tqdm(sched.timesteps, disable=not progress, desc=f"{sampler} sampling"):
+    prev = None
+    for i, t in enumerate(tqdm(timesteps, disable=not progress, desc=f"{sampler} sampling")):
         tt = torch.full((cond_in.shape[0],), int(t), device=dev, dtype=torch.long)
         xin = x if drop is None else torch.cat([x, x])
         x0 = bound(xin, tt) if bound is not None else net(xin, tt, cond_in, drop_cond=drop)
         if drop is not None:
             x0_c, x0_u = x0.chunk(2)
             x0 = x0_u + guidance_scale * (x0_c - x0_u)
-        kw = {"generator": generator} if sampler == "ddpm" else {}
-        x = sched.step(x0, t, x, **kw).prev_sample
+        if sched is None:
+            x, prev = dpm_solver_pp_2m_step(x, x0, prev, sigmas, i), x0
+        else:
+            kw = {"generator": generator} if sampler == "ddpm" else {}
+            x = sched.step(x0, t, x, **kw).prev_sample
     return x.to(torch.float32)
