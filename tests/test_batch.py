@@ -439,9 +439,20 @@ def test_own_local_cluster_workers_keep_glibc_malloc_defaults(monkeypatch):
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
-    with _client(None, 1, dashboard=False) as client:  # what locate_batch starts
-        env = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"),
-                                  os.environ.get("OMP_NUM_THREADS")))
-    [(trim, omp)] = env.values()
+    def probe():
+        import dask
+
+        return (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS"),
+                dask.config.get("distributed.worker.profile.enabled"),
+                dask.config.get("distributed.admin.system-monitor.gil.enabled"))
+
+    with _client(None, 1, dashboard=True) as client:  # what locate_batch starts
+        env = client.run(probe)
+    [(trim, omp, profiler, gil)] = env.values()
     assert trim is None
     assert omp == "1"  # the rest of Dask's worker environment is kept
+    # the dashboard's profiler and GIL monitor would only take CPU from the chunks
+    assert profiler is False and gil is False
+    import dask
+
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # caller's kept
