@@ -2,6 +2,7 @@
 
 * :mod:`.csiren` — C-Siren blocks and the CS-UNet denoiser;
 * :mod:`.diffusion` — scaling, schedule, SHDD-KL training loss, anchor sampling, samplers;
+* :mod:`.solver` — the beta schedules and DPM-Solver++(2M), without importing diffusers;
 * :mod:`.aggregate` — ensemble aggregation (mixture mode, geographic centre);
 * :mod:`.model` — :class:`LocDiff` (train, sample, predict, probability maps, save/load);
 * :mod:`.hybrid` — :class:`LocDiffH` (LocDiff candidates + GeoCLIP retrieval within R km).
