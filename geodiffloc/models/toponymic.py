@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from ..data.toponyms import Match, ToponymIndex, _capitalised, _words, toponym_index
+from ..shdd.kernels import kernel_mixture
 
 __all__ = ["Resolution", "ToponymGeolocator", "ToponymWeights", "resolve"]
 
@@ -477,12 +478,12 @@ class ToponymGeolocator:
             parts = a["field"]
             if not len(parts["weights"]):
                 continue
-            enc = self.model.shdd.encode(latlon=torch.as_tensor(parts["latlon"]))
-            kern = np.asarray(self.model.shdd.field(enc.double(), resolution=res,
-                                                    kind="mass").values)
             names_mass = 1.0 - parts["model_weight"]
             w = parts["weights"] / parts["weights"].sum() * names_mass
-            values[q] = parts["model_weight"] * values[q] + np.tensordot(w, kern, axes=1)
+            # the places' SHDD kernels, each one zonal profile read near its centre
+            kern = kernel_mixture(self.model.shdd, torch.as_tensor(parts["latlon"]),
+                                  torch.as_tensor(w), res).numpy()
+            values[q] = parts["model_weight"] * values[q] + kern
             values[q] /= values[q].sum()
         out = field.copy(data=values.astype(field.dtype))
         out.attrs["names"] = "gazetteer place names (geodiffloc.models.toponymic)"
