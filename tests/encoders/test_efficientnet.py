@@ -132,7 +132,7 @@ def test_registry_builds_efficientnet() -> None:
         encoder_from_name("efficientnet:b7/imagenet")
 
 
-def test_folded_inference_copy_matches_the_reference_net(enc, small) -> None:
+def test_folded_inference_copy_matches_the_reference_net(enc) -> None:
     # encode runs a copy with BatchNorm folded into the convolutions; the features must
     # be the reference network's own, computed here with the package's unfolded layers
     torch.manual_seed(0)
