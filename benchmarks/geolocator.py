@@ -29,6 +29,8 @@ sampling call (``geodiffloc.pipeline.models.predict_and_map``), same defaults (r
 locate's signature), the same reading of place names -- but without the
 probability raster and per-country table that locate also computes, which take most of
 its time (``--via locate`` calls locate itself; a test checks both give the same points).
+The one difference: locate reuses its raster's grid for each sample's ``log Z`` when that
+grid is fine enough, which moves ``log Z`` by the quadrature's ~1e-5, not the answers.
 
 Run: ``python benchmarks/geolocator.py [--model PATH] [--name NAME]``. Writes
 ``results/<name>.md`` (tables under a header: commit, date, machine, threads, load) and

@@ -297,13 +297,13 @@ def test_samples_each_query_once_and_field_matches_its_samples(tiny, monkeypatch
 
     monkeypatch.setattr(type(model), "sample", counting)
     seen = {}
-    real_field = type(model).field_from_samples
+    real_both = type(model).predictions_and_field
 
-    def keep(self, coeffs, **k):
+    def keep(self, coeffs, samples, **k):
         seen["coeffs"] = coeffs.clone()
-        return real_field(self, coeffs, **k)
+        return real_both(self, coeffs, samples, **k)
 
-    monkeypatch.setattr(type(model), "field_from_samples", keep)
+    monkeypatch.setattr(type(model), "predictions_and_field", keep)
     # names=False: the model's field alone (the names' posterior is tested elsewhere)
     res = locate(QUERIES, model=model, encoder=enc, resolution=5.0, names=False, **FAST)
     # 3 queries x 4 samples: every latent denoised exactly once.

@@ -456,6 +456,29 @@ def test_field_float32_matches_float64(L, resolution):
     np.testing.assert_allclose(m32.sum(("lat", "lon")).values, 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_global_masses_are_the_field_and_its_log_partition(dtype):
+    """The masses equal ``field``'s; ``log Z`` matches the adaptive log-partition."""
+    s = SHDD(15, dtype=dtype)
+    g = torch.Generator().manual_seed(4)
+    e = (s.encode(lat=[35.0, -80.0, 89.9], lon=[139.0, 20.0, 0.0])
+         + 0.3 * torch.randn(3, s.dim, generator=g, dtype=F64).to(dtype))
+    masses, log_z = s.global_masses(e, resolution=0.5)
+    assert masses.shape == (3, 360, 720) and masses.dtype == dtype and log_z.dtype == F64
+    np.testing.assert_allclose(masses.numpy(), s.field(e, resolution=0.5).values, rtol=1e-6,
+                               atol=1e-12)
+    # the midpoint rule: ~1e-5 away from the poles, ~1e-2 for a peak a cell from a pole
+    # (polar cells are coarse; see grid_log_partition); float32 adds ~1e-5
+    err = (log_z - s.log_partition(e.double())).abs()
+    assert float(err[:2].max()) < 5e-5 and float(err[2]) < 1e-2
+    exact64 = s.global_masses(e.double(), resolution=0.5)[1]
+    torch.testing.assert_close(log_z, exact64, rtol=0, atol=5e-5)
+    one, one_z = s.global_masses(e[0], resolution=2.0)  # a single vector: n = 1
+    assert one.shape == (1, 90, 180) and one_z.shape == (1,)
+    with pytest.raises(ValueError, match="whole number"):
+        s.global_masses(e, resolution=0.7)
+
+
 def test_field_refuses_what_cannot_fit(monkeypatch):
     """A request bigger than memory is refused before anything is allocated."""
     s = SHDD(15)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -138,7 +139,7 @@ def country_of(
     lon: ArrayLike,
     *,
     scale: Scale = "10m",
-    column: str = "name",
+    column: str | Sequence[str] = "name",
     max_km: float = 50.0,
 ) -> np.ndarray:
     """The Natural Earth country (or any of its columns) containing each point.
@@ -155,14 +156,16 @@ def country_of(
     scale
         Natural Earth scale, see :func:`countries`.
     column
-        The column to return (``"name"``, ``"iso_a3"``, ``"continent"``, ...).
+        The column to return (``"name"``, ``"iso_a3"``, ``"continent"``, ...), or a
+        list of columns (one spatial join for all).
     max_km
         Largest geodesic distance for the nearest-country fallback.
 
     Returns
     -------
     numpy.ndarray
-        Object array, one value per point (``None`` for open ocean).
+        Object array, one value per point (``None`` for open ocean); ``(n, k)`` for a
+        list of ``k`` columns.
 
     Raises
     ------
@@ -173,6 +176,9 @@ def country_of(
     --------
     >>> country_of([48.86, -17.8], [2.35, 178.0], scale="lowres").tolist()
     ['France', 'Fiji']
+    >>> country_of([48.86, 0.0], [2.35, -30.0], scale="lowres",
+    ...            column=["name", "iso_a3"]).tolist()
+    [['France', 'FRA'], [None, None]]
     """
     import geopandas as gpd
 
@@ -183,16 +189,19 @@ def country_of(
     if not max_km >= 0:
         raise ValueError(f"max_km must be >= 0; got {max_km}.")
     world = _load(scale) if scale in ("10m", "lowres") else countries(scale)
-    if column not in world.columns or column == "geometry":
+    names = [column] if isinstance(column, str) else list(column)
+    bad = [c for c in names if not isinstance(c, str) or c not in world.columns
+           or c == "geometry"]
+    if bad or not names:
         cols = [c for c in world.columns if c != "geometry"]
-        raise ValueError(f"column must be one of {cols}; got {column!r}.")
+        raise ValueError(f"column must be one of {cols} (or a list of them); got {column!r}.")
     pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy(lon_a, lat_a), crs="EPSG:4326")
-    joined = gpd.sjoin(pts, world[[column, "geometry"]], how="left", predicate="within")
+    joined = gpd.sjoin(pts, world[["geometry"]], how="left", predicate="within")
     # a point on a shared border matches two polygons: keep the first match per point
     joined = joined[~joined.index.duplicated(keep="first")].sort_index()
     rows = joined["index_right"].to_numpy(dtype=np.float64)
-    out = np.empty(lat_a.size, dtype=object)
-    values = world[column].to_numpy()
+    out = np.empty((lat_a.size, len(names)), dtype=object)
+    values = world[names].to_numpy(dtype=object)
     geoms = world.geometry.to_numpy()
     for i in range(lat_a.size):
         r = rows[i]
@@ -202,7 +211,7 @@ def country_of(
             out[i] = None if near is None else values[near]
         else:
             out[i] = values[int(r)]
-    return out
+    return out[:, 0] if isinstance(column, str) else out
 
 
 def continent_of(

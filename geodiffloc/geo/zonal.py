@@ -108,7 +108,7 @@ def _coverage_matrix(geoms: list[Any], grid: LatLonGrid, progress: bool | None =
 
 
 #: Bumped when the coverage computation changes (invalidates the disk cache).
-_COVERAGE_VERSION = 1
+_COVERAGE_VERSION = 2
 _MEMORY: dict[str, Any] = {}  # this process's last few matrices, newest last
 _MEMORY_SIZE = 4
 #: Only matrices that took at least this long are written to disk (a handful of small
@@ -128,12 +128,15 @@ def _coverage_key(geoms: list[Any], grid: LatLonGrid) -> str:
 
 def _coverage(geoms: list[Any], grid: LatLonGrid, progress: bool | None = None,
               ) -> scipy.sparse.csr_matrix:
-    """:func:`_coverage_matrix`, remembered per (geometries, grid) in memory and on disk.
+    """:func:`_coverage_matrix` of the polygons brought into the lon/lat window
+    (``to_lonlat_window``), remembered per (geometries, grid) in memory and on disk.
 
     The country table of every ``locate`` call cuts the same Natural Earth polygons by
-    the same grid (about 2 s at 0.5 degrees); the matrix is keyed by the polygons' WKB and
-    the grid, kept for the process and, when it took long to compute, written to
-    ``<cache>/coverage/`` (a few MB) so that a new process reads it back in milliseconds.
+    the same grid (about 2 s at 0.5 degrees); the matrix is keyed by the polygons' WKB
+    as given (so a hit skips the windowing too, whose validity checks cost more than the
+    sums it feeds) and the grid, kept for the process and, when it took long to compute,
+    written to ``<cache>/coverage/`` (a few MB) so that a new process reads it back in
+    milliseconds.
     A cache that cannot be read or written costs time, never correctness.
     """
     import scipy.sparse as sp
@@ -156,7 +159,7 @@ def _coverage(geoms: list[Any], grid: LatLonGrid, progress: bool | None = None,
             log.warning("coverage cache %s is unreadable (%s); recomputing it.", path, err)
     if matrix is None:
         t0 = time.perf_counter()
-        matrix = _coverage_matrix(geoms, grid, progress)
+        matrix = _coverage_matrix([to_lonlat_window(g) for g in geoms], grid, progress)
         if time.perf_counter() - t0 >= _DISK_MIN_SECONDS:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -302,7 +305,7 @@ def zonal_probability(
     clash = [n for n in names if n in polygons.columns]
     if clash:
         raise ValueError(f"column(s) {clash} already exist in polygons; pass column=... .")
-    cover = _coverage([to_lonlat_window(g) for g in geoms], parts.grid, progress)
+    cover = _coverage(list(geoms), parts.grid, progress)
     n_cells = parts.grid.shape[0] * parts.grid.shape[1]
     probs = np.asarray(cover @ m.reshape(parts.n_queries, n_cells).T, dtype=np.float64)
     if layout == "long":

@@ -61,7 +61,7 @@ from .._interrupt import stage
 from .._io import atomic_path, check_writable
 from .._version import __version__
 from .inputs import InputItem, InputReader
-from .locate import NO_COUNTRY
+from .locate import NO_COUNTRY, country_columns
 from .models import Runner, resolve_runner
 
 __all__ = ["BATCH_FILES", "BatchResult", "local_client", "locate_batch"]
@@ -319,8 +319,6 @@ def _process_chunk(runner: Runner, values: list[str], settings: dict[str, Any],
     """Geolocate one chunk (runs on a Dask worker or in this process); plain data out."""
     import pandas as pd
 
-    from ..geo import country_of
-
     with stage("geolocating a chunk"):
         preds, fld = runner.predict(
             values, field=bool(settings["fields"]), resolution=settings["resolution"],
@@ -337,9 +335,7 @@ def _process_chunk(runner: Runner, values: list[str], settings: dict[str, Any],
     scale = settings["countries_scale"]
     table = pd.DataFrame({
         "lat": lat, "lon": lon, "confidence": conf,
-        "country": [c or None for c in country_of(lat, lon, scale=scale)],
-        "iso_a3": [c or None for c in country_of(lat, lon, scale=scale, column="iso_a3")],
-    })
+        **country_columns(lat, lon, scale)})
     for col in ("place", "names", "source"):  # what decided (names, LocDiff-H's models)
         if col in preds:
             table[col] = preds[col].to_numpy()

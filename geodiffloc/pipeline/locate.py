@@ -183,6 +183,19 @@ def _resolve_model(model: Any, encoder: Any, progress: bool, retrain: bool,
                           retrain_default=retrain)
 
 
+def country_columns(lat: np.ndarray, lon: np.ndarray, scale: Literal["10m", "lowres"],
+                    ) -> dict[str, list[Any]]:
+    """``country`` and ``iso_a3`` of each point, from one spatial join.
+
+    ``None`` at sea: a NULL in a GeoPackage, not an empty string that looks like a value.
+    """
+    from ..geo import country_of
+
+    both = country_of(lat, lon, scale=scale, column=["name", "iso_a3"])
+    return {"country": [c or None for c in both[:, 0]],
+            "iso_a3": [c or None for c in both[:, 1]]}
+
+
 def _country_table(fld: Any, labels: list[str], scale: Literal["10m", "lowres"],
                    min_prob: float, progress: bool) -> Any:
     import pandas as pd
@@ -337,7 +350,7 @@ def locate(
     >>> res.predictions[["query", "lat", "lon", "country"]]  # doctest: +SKIP
     >>> res.top_countries(3)  # doctest: +SKIP
     """
-    from ..geo import country_of, to_geotiff, write_vector
+    from ..geo import to_geotiff, write_vector
     from ..models._validate import check_positive_int
 
     n_samples = check_positive_int(n_samples, "n_samples")
@@ -386,10 +399,8 @@ def locate(
 
     lat, lon = preds["lat"].to_numpy(), preds["lon"].to_numpy()
     preds.insert(0, "query", labels)
-    # None at sea: a NULL in the GeoPackage, not an empty string that looks like a value
-    preds["country"] = [c or None for c in country_of(lat, lon, scale=countries_scale)]
-    preds["iso_a3"] = [c or None for c in country_of(lat, lon, scale=countries_scale,
-                                                     column="iso_a3")]
+    for col, values in country_columns(lat, lon, countries_scale).items():
+        preds[col] = values
     extra = [c for c in ("place", "names", "source") if c in preds.columns]
     preds = preds[["query", "lat", "lon", "confidence", "country", "iso_a3", *extra,
                    "geometry"]]

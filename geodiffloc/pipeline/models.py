@@ -378,9 +378,14 @@ def predict_and_map(model: Any, cond: Any, kw: dict[str, Any], resolution: float
         return preds, (model.probability_map(cond, resolution=resolution, **kw)
                        if field else None)
     coeffs, samples = _sample_once(model, cond, kw, progress)
-    preds = model.predictions_from_samples(coeffs, samples, aggregate="mixture_mode")
-    fld = model.field_from_samples(coeffs, resolution=resolution, sampler=kw["sampler"],
-                                   steps=kw["steps"], seed=kw["seed"]) if field else None
+    if field and hasattr(model, "predictions_and_field"):  # one synthesis serves both
+        preds, fld = model.predictions_and_field(
+            coeffs, samples, resolution=resolution, aggregate="mixture_mode",
+            sampler=kw["sampler"], steps=kw["steps"], seed=kw["seed"])
+    else:
+        preds = model.predictions_from_samples(coeffs, samples, aggregate="mixture_mode")
+        fld = model.field_from_samples(coeffs, resolution=resolution, sampler=kw["sampler"],
+                                       steps=kw["steps"], seed=kw["seed"]) if field else None
     if texts is not None:
         from ..models.toponymic import ToponymGeolocator
 

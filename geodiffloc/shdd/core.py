@@ -47,16 +47,21 @@ def _taper_weights(L: int, taper: Any) -> np.ndarray:
     return w
 
 
-def _normalise_in_place(f: torch.Tensor) -> torch.Tensor:
-    """``f (n, n_lat, n_lon) -> exp(f) / sum`` over each map, in place.
+def _normalise_in_place(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``f (n, n_lat, n_lon) -> exp(f) / sum`` over each map, in place, and ``log(sum)``.
 
     Exponents are floored at 60 below the maximum: float32 arithmetic is ~20x slower
     when a result is subnormal (below 1.2e-38), which ``exp`` and the division would
     otherwise produce for most cells of a sharp field; a cell at the floor holds
     e^-60 ~ 1e-26 of the peak cell's mass, far below float32 resolution of the total.
+    The log of the sum (``(n,)`` float64) is the midpoint rule's ``log Z`` when ``f``
+    holds log-density plus log cell area.
     """
-    f.sub_(f.amax(dim=(1, 2), keepdim=True)).clamp_min_(-60.0).exp_()
-    return f.div_(f.sum(dim=(1, 2), keepdim=True))
+    peak = f.amax(dim=(1, 2), keepdim=True)
+    f.sub_(peak).clamp_min_(-60.0).exp_()
+    total = f.sum(dim=(1, 2), keepdim=True)
+    log_z = (peak.to(torch.float64) + total.to(torch.float64).log()).flatten()
+    return f.div_(total), log_z
 
 
 class SHDD:
@@ -324,6 +329,51 @@ class SHDD:
         return grid.to_dataarray(values.cpu().numpy(), kind=kind, attrs=meta,
                                  name=f"shdd_{kind}")
 
+    def global_masses(self, coeffs: torch.Tensor, resolution: float = 1.0,
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Cell masses of each vector on the global grid, and the grid's ``log Z``.
+
+        The masses of :meth:`field` (``kind="mass"``) as a tensor, together with the
+        midpoint-rule log-partition :math:`\log \sum_c A_c e^{f(x_c)}` the grid gave
+        them, so that a caller needing both (a map and a mixture's weights) synthesises
+        once. The rule's error is small when a cell is narrower than the density's width
+        (:attr:`width_rad`); it is what :meth:`field` normalises by.
+
+        Parameters
+        ----------
+        coeffs
+            ``(n, d)`` or ``(d,)`` vectors.
+        resolution
+            Cell size in degrees.
+
+        Returns
+        -------
+        (masses, log_z)
+            ``(n, n_lat, n_lon)`` (float32 for float32 vectors) summing to 1 per vector,
+            and ``(n,)`` float64.
+
+        Examples
+        --------
+        >>> s = SHDD(7)
+        >>> m, log_z = s.global_masses(s.encode(lat=[10.0], lon=[20.0]), resolution=2.0)
+        >>> tuple(m.shape), bool(abs(float(log_z[0] - s.log_partition(
+        ...     s.encode(lat=[10.0], lon=[20.0]))[0])) < 1e-4)
+        ((1, 90, 180), True)
+        """
+        c = self._check_coeffs(coeffs)
+        grid = LatLonGrid.global_(resolution)
+        check_field_memory(c.shape[0], grid, c.device)
+        log_area = torch.log(torch.as_tensor(grid.cell_area_sr(), device=c.device))[:, None]
+        return self._global_masses(c, grid, log_area)
+
+    def _global_masses(self, c: torch.Tensor, grid: LatLonGrid, log_area: torch.Tensor,
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        # float32 vectors (the default) get float32 synthesis (see _grid_log_mass);
+        # log(cell area) is constant along a row: synthesis adds it for free.
+        dt = torch.float64 if c.dtype == torch.float64 else torch.float32
+        f = synthesize(c, self.L, grid.lat, grid.lon, dtype=dt, row_offset=log_area[:, 0])
+        return _normalise_in_place(f)
+
     def _grid_log_mass(self, c: torch.Tensor, grid: LatLonGrid, log_area: torch.Tensor,
                        kind: str) -> torch.Tensor:
         if kind not in ("mass", "density", "log_density"):
@@ -334,9 +384,7 @@ class SHDD:
         # far below what a map shows, at half the memory and time. float64 stays float64.
         dt = torch.float64 if c.dtype == torch.float64 else torch.float32
         if kind == "mass" and grid == LatLonGrid.global_(grid.resolution):
-            # log(cell area) is constant along a row: synthesis adds it for free.
-            f = synthesize(c, self.L, grid.lat, grid.lon, dtype=dt, row_offset=log_area[:, 0])
-            return _normalise_in_place(f)
+            return self._global_masses(c, grid, log_area)[0]
         f = synthesize(c, self.L, grid.lat, grid.lon, dtype=dt)
         la = log_area.to(f.dtype)[None]
         log_z = self.log_partition(c).to(f.dtype)[:, None, None]

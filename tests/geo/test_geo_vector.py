@@ -140,8 +140,15 @@ def test_country_and_continent_of_points():
     assert country_of(43.20, 5.00, max_km=1.0).tolist() == [None]  # offshore, too far
     assert continent_of(lat, lon).tolist() == ["Europe", "Oceania", "Europe", None, "Oceania"]
     assert country_of([48.86], [2.35], column="iso_a3").tolist() == ["FRA"]
-    with pytest.raises(ValueError, match="column"):
-        country_of([0.0], [0.0], column="nope")
+    # several columns from one join: row by row what the single-column calls give
+    both = country_of(lat, lon, column=["name", "iso_a3"])
+    assert both.shape == (5, 2)
+    assert both[:, 0].tolist() == country_of(lat, lon).tolist()
+    assert both[:, 1].tolist() == country_of(lat, lon, column="iso_a3").tolist()
+    assert both[3].tolist() == [None, None]
+    for bad in ("nope", ["name", "nope"], [], ["geometry"]):
+        with pytest.raises(ValueError, match="column"):
+            country_of([0.0], [0.0], column=bad)
 
 
 def test_fiji_east_of_the_antimeridian():

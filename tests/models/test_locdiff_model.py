@@ -147,6 +147,41 @@ def test_probability_map_is_a_normalised_mixture(trained):
     assert float(da.values[0][d.numpy() < 500].sum()) > 0.5
 
 
+@pytest.mark.parametrize("resolution", [0.5, 4.0])
+def test_predictions_and_field_equal_the_two_separate_calls(trained, resolution):
+    """One synthesis for both: the same field, and the same predictions (the field's
+    grid log Z is reused only where it is at least as fine as the mixture mode's own)."""
+    coeffs, samples = trained.sample_locations(torch.eye(4, 8), n_views=6, sampler="dpm++",
+                                               steps=8, seed=2)
+    preds, fld = trained.predictions_and_field(coeffs, samples, resolution=resolution,
+                                               sampler="dpm++", steps=8, seed=2)
+    alone = trained.field_from_samples(coeffs, resolution=resolution, sampler="dpm++",
+                                       steps=8, seed=2)
+    np.testing.assert_array_equal(fld.values, alone.values)
+    assert fld.attrs == alone.attrs
+    ref = trained.predictions_from_samples(coeffs, samples)
+    d = _km(torch.tensor(preds[["lat", "lon"]].to_numpy()),
+            torch.tensor(ref[["lat", "lon"]].to_numpy()))
+    if resolution == 4.0:  # 45 rows < the mixture's own grid: not reused, identical
+        assert float(d.max()) < 1e-6
+    else:
+        assert float(d.max()) < 1.0  # log Z differs by the rules' ~1e-5, not the mode
+    np.testing.assert_allclose(preds["confidence"], ref["confidence"])
+
+
+def test_mixture_mode_takes_known_log_partitions():
+    shdd = SHDD(15)
+    pts = torch.tensor([PARIS, PARIS, LAS_VEGAS], dtype=torch.float64)
+    coeffs = shdd.encode(latlon=pts).double()[None]
+    # Las Vegas's density made 100x heavier through its log Z: the mode moves there
+    log_z = grid_log_partition(shdd, coeffs[0]) - torch.tensor([0.0, 0.0, math.log(100.0)])
+    mode, _ = mixture_mode(shdd, coeffs, pts[None], log_z=log_z)
+    assert float(_km(mode[0], pts[2])) < 30.0
+    assert float(_km(mixture_mode(shdd, coeffs, pts[None])[0][0], pts[0])) < 30.0
+    with pytest.raises(ValueError, match=r"log_z must be \(n \* K,\)"):
+        mixture_mode(shdd, coeffs, pts[None], log_z=log_z[:2])
+
+
 def test_centroid_across_the_antimeridian():
     s = torch.tensor([[[0.0, 179.9], [0.0, -179.9]], [[10.0, 179.0], [-10.0, -179.0]]])
     c = centroid(s)

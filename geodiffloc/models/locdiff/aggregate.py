@@ -50,6 +50,16 @@ def centroid(samples: torch.Tensor) -> torch.Tensor:
     return _spherical_mean(samples.to(torch.float64))
 
 
+def partition_rows(shdd: Any, max_rows: int = 2048) -> int:
+    """Rows of :func:`grid_log_partition`'s global grid: a cell per density width.
+
+    At least ``4 (L + 1)`` and 90 rows, at most ``max_rows``; a grid with as many rows
+    or more gives ``log Z`` as accurately (the midpoint rule's error falls with the cell).
+    """
+    res = math.degrees(float(shdd.width_rad))
+    return int(min(max_rows, max(4 * (shdd.L + 1), 90, math.ceil(180.0 / res))))
+
+
 def grid_log_partition(shdd: Any, coeffs: torch.Tensor, *, max_rows: int = 2048,
                        chunk_cells: int = 8_000_000,
                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -70,8 +80,7 @@ def grid_log_partition(shdd: Any, coeffs: torch.Tensor, *, max_rows: int = 2048,
     """
     from ...shdd import synthesize
 
-    res = math.degrees(float(shdd.width_rad))
-    n_lat = int(min(max_rows, max(4 * (shdd.L + 1), 90, math.ceil(180.0 / res))))
+    n_lat = partition_rows(shdd, max_rows)
     h = math.pi / n_lat
     lat = 90.0 - (torch.arange(n_lat, dtype=torch.float64) + 0.5) * math.degrees(h)
     lon = -180.0 + (torch.arange(2 * n_lat, dtype=torch.float64) + 0.5) * math.degrees(h)
@@ -157,6 +166,7 @@ def _ring_pattern(center: torch.Tensor, radius_km: float, n_rings: int = 2,
 @torch.no_grad()
 def mixture_mode(shdd: Any, coeffs: torch.Tensor, samples: torch.Tensor, *,
                  refine_steps: int = 8, radius_km: float | None = None,
+                 log_z: torch.Tensor | None = None,
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mode of the mixture of the samples' SHDD densities, per input.
 
@@ -171,6 +181,9 @@ def mixture_mode(shdd: Any, coeffs: torch.Tensor, samples: torch.Tensor, *,
     refine_steps
         Rounds of local pattern search around the best candidate; the radius starts at
         ``radius_km`` (default ``shdd.width_km``) and halves each round.
+    log_z
+        Optional ``(n * K,)`` log-partitions of the samples, if known (e.g. from the
+        grid of a field of the same samples); default :func:`grid_log_partition`.
 
     Returns
     -------
@@ -182,7 +195,11 @@ def mixture_mode(shdd: Any, coeffs: torch.Tensor, samples: torch.Tensor, *,
     See :meth:`geodiffloc.models.locdiff.LocDiff.predict`.
     """
     samples = samples.to(torch.float64)
-    log_z = grid_log_partition(shdd, coeffs.reshape(-1, coeffs.shape[-1]))
+    if log_z is None:
+        log_z = grid_log_partition(shdd, coeffs.reshape(-1, coeffs.shape[-1]))
+    elif log_z.shape != (coeffs.shape[0] * coeffs.shape[1],):
+        raise ValueError(f"log_z must be (n * K,) = ({coeffs.shape[0] * coeffs.shape[1]},); "
+                         f"got {tuple(log_z.shape)}.")
     best_val = mixture_log_density(shdd, coeffs, samples, log_z)  # (n, K)
     idx = best_val.argmax(dim=1)
     ar = torch.arange(samples.shape[0])

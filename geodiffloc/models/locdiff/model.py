@@ -28,7 +28,7 @@ from .._validate import (
     real_embeddings,
 )
 from ..base import Geolocator, points_frame
-from .aggregate import AGGREGATIONS, agreement, centroid, mixture_mode
+from .aggregate import AGGREGATIONS, agreement, centroid, mixture_mode, partition_rows
 from .csiren import CSUNet
 from .diffusion import SAMPLERS, AnchorSampler, DiffusionConfig, diffusion_loss, sample_latents
 
@@ -479,6 +479,7 @@ class LocDiff(nn.Module, Geolocator):
         self, coeffs: torch.Tensor, samples: torch.Tensor, *,
         aggregate: Literal["mixture_mode", "centroid"] = "mixture_mode",
         confidence_km: float | None = None, return_samples: bool = False,
+        log_partition: torch.Tensor | None = None,
     ) -> Any:
         """:meth:`predict`'s GeoDataFrame from already drawn samples (no new sampling).
 
@@ -489,6 +490,9 @@ class LocDiff(nn.Module, Geolocator):
             by :meth:`sample_locations`.
         aggregate, confidence_km, return_samples
             As in :meth:`predict`.
+        log_partition
+            Optional ``(n * K,)`` log-partitions of the samples' densities, if already
+            known (:meth:`predictions_and_field` passes its grid's); else computed.
 
         Examples
         --------
@@ -498,7 +502,7 @@ class LocDiff(nn.Module, Geolocator):
         """
         if aggregate not in AGGREGATIONS:
             raise ValueError(f"aggregate must be one of {AGGREGATIONS}; got {aggregate!r}.")
-        pred = self.aggregate(coeffs, samples, how=aggregate)
+        pred = self.aggregate(coeffs, samples, how=aggregate, log_partition=log_partition)
         radius = confidence_km if confidence_km is not None else max(
             25.0, 2.0 * float(self.shdd.width_km))
         conf = agreement(samples, pred, radius).numpy()
@@ -508,8 +512,11 @@ class LocDiff(nn.Module, Geolocator):
         return points_frame(pred[:, 0].numpy(), pred[:, 1].numpy(), cols)
 
     def aggregate(self, coeffs: torch.Tensor, samples: torch.Tensor,
-                  how: Literal["mixture_mode", "centroid"] = "mixture_mode") -> torch.Tensor:
+                  how: Literal["mixture_mode", "centroid"] = "mixture_mode", *,
+                  log_partition: torch.Tensor | None = None) -> torch.Tensor:
         """Aggregate ``(n, K, d)`` coefficients and ``(n, K, 2)`` decoded samples -> ``(n, 2)``.
+
+        ``log_partition``: optional ``(n * K,)`` log Z of the samples (mixture mode).
 
         Raises
         ------
@@ -519,7 +526,7 @@ class LocDiff(nn.Module, Geolocator):
         if how == "centroid":
             return centroid(samples)
         if how == "mixture_mode":
-            return mixture_mode(self.shdd, coeffs, samples)[0]
+            return mixture_mode(self.shdd, coeffs, samples, log_z=log_partition)[0]
         raise ValueError(f"aggregate must be one of {AGGREGATIONS}; got {how!r}.")
 
     @torch.no_grad()
@@ -580,21 +587,55 @@ class LocDiff(nn.Module, Geolocator):
         if coeffs.ndim != 3 or coeffs.shape[2] != self.dim:
             raise ValueError(f"coeffs must be (n, K, {self.dim}) samples; got "
                              f"{tuple(coeffs.shape)}.")
+        return self._field_and_log_partition(coeffs, resolution, sampler, steps, seed)[0]
+
+    @torch.no_grad()
+    def predictions_and_field(
+        self, coeffs: torch.Tensor, samples: torch.Tensor, *, resolution: float = 1.0,
+        aggregate: Literal["mixture_mode", "centroid"] = "mixture_mode",
+        confidence_km: float | None = None, sampler: str = "dpm++",
+        steps: int | None = None, seed: int | None = None,
+    ) -> tuple[Any, Any]:
+        """:meth:`predictions_from_samples` and :meth:`field_from_samples` together.
+
+        Both need every sample's density normalised; the field's grid gives its ``log Z``
+        on the way (midpoint rule), which the mixture mode then reuses instead of a
+        synthesis of its own, whenever that grid is at least as fine as the one the
+        mixture mode would use (:func:`~geodiffloc.models.locdiff.aggregate.partition_rows`).
+
+        Returns
+        -------
+        (predictions, field)
+            As the two methods return them.
+        """
+        fld, log_z = self._field_and_log_partition(
+            torch.as_tensor(coeffs), resolution, sampler, steps, seed)
+        fine = fld.sizes["lat"] >= partition_rows(self.shdd)
+        preds = self.predictions_from_samples(coeffs, samples, aggregate=aggregate,
+                                              confidence_km=confidence_km,
+                                              log_partition=log_z if fine else None)
+        return preds, fld
+
+    def _field_and_log_partition(self, coeffs: torch.Tensor, resolution: float,
+                                 sampler: str, steps: int | None, seed: int | None,
+                                 ) -> tuple[Any, torch.Tensor]:
         grid = LatLonGrid.global_(resolution)
         # one output array filled query by query (no list of maps and stacked copy)
         values = np.empty((coeffs.shape[0], *grid.shape), dtype=np.float64)
+        log_z = torch.empty(coeffs.shape[:2], dtype=torch.float64)
         for q in range(coeffs.shape[0]):
-            da = self.shdd.field(coeffs[q], resolution=resolution, kind="mass")
-            np.mean(da.values, axis=0, dtype=np.float64, out=values[q])
-            del da  # the next query's samples reuse its memory
+            masses, log_z[q] = self.shdd.global_masses(coeffs[q], resolution)
+            np.mean(masses.cpu().numpy(), axis=0, dtype=np.float64, out=values[q])
+            del masses  # the next query's samples reuse its memory
         values /= values.sum(axis=(1, 2), keepdims=True)
         n_steps = steps if steps is not None else (
             self.diffusion.num_train_timesteps if sampler == "ddpm" else 20)
         attrs = {"model": "LocDiff", "L": self.L, "sampler": sampler, "steps": int(n_steps),
                  "seed": "none" if seed is None else int(seed),
                  "n_samples": int(coeffs.shape[1]), "encoder": self.encoder_record["name"]}
-        return grid.to_dataarray(values, kind="mass", leading_dim="query", attrs=attrs,
-                                 name="probability")
+        fld = grid.to_dataarray(values, kind="mass", leading_dim="query", attrs=attrs,
+                                name="probability")
+        return fld, log_z.reshape(-1)
 
     # -- persistence ------------------------------------------------------------------
     def checkpoint_config(self) -> dict[str, Any]:
