@@ -44,3 +44,30 @@ def test_profile_is_the_addition_theorem() -> None:
 def test_weights_must_match_points() -> None:
     with pytest.raises(ValueError, match="one value per point"):
         kernel_mixture(SHDD(5), POINTS[:3], torch.ones(2), 2.0)
+
+
+@pytest.mark.parametrize("L", [5, 23, 47])
+def test_windows_drop_only_cells_beyond_the_negligible_reach(L) -> None:
+    """Reading each kernel only near its centre equals reading it on every cell (the
+    profile interpolated at the true angle everywhere), up to the e^-30 cut-off."""
+    import math
+
+    import numpy as np
+
+    from geodiffloc.sphere import LatLonGrid
+
+    shdd = SHDD(L)
+    pts = torch.cat([POINTS, torch.tensor([[-60.0, 179.5], [75.0, -179.9]],
+                                          dtype=torch.float64)])
+    w = torch.linspace(1.0, 2.0, len(pts), dtype=torch.float64)
+    ours = kernel_mixture(shdd, pts, w, 1.0).numpy()
+    theta, prof = zonal_profile(shdd)
+    grid = LatLonGrid.global_(1.0)
+    lat, lon = np.meshgrid(np.radians(grid.lat), np.radians(grid.lon), indexing="ij")
+    ref = np.zeros(grid.shape)
+    for (la, lo), wk in zip(np.radians(pts.numpy()), w.numpy(), strict=True):
+        cos_t = (np.sin(lat) * math.sin(la) + np.cos(lat) * math.cos(la) * np.cos(lon - lo))
+        f = np.interp(np.arccos(np.clip(cos_t, -1, 1)), theta, prof)
+        m = np.exp(f - prof[0] + np.log(grid.cell_area_sr())[:, None])
+        ref += wk * m / m.sum()
+    assert float(np.abs(ours - ref).max()) <= 1e-12 * float(ref.max())

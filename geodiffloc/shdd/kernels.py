@@ -83,13 +83,37 @@ def kernel_mixture(shdd: SHDD, latlon: torch.Tensor, weights: torch.Tensor,
     out = np.zeros(grid.shape)
     for (lat_k, lon_k), w_k in zip(np.radians(pts), w, strict=True):
         rows = np.nonzero(np.abs(lat_r - lat_k) <= reach + 1e-12)[0]
+        cols = _columns_within(lat_r[rows], lat_k, lon_k, reach, lon_r)
         cos_t = (np.sin(lat_r[rows])[:, None] * math.sin(lat_k)
                  + np.cos(lat_r[rows])[:, None] * math.cos(lat_k)
-                 * np.cos(lon_r[None, :] - lon_k))
+                 * np.cos(lon_r[None, cols] - lon_k))
         f = np.interp(np.arccos(np.clip(cos_t, -1.0, 1.0)), theta, prof)
         m = np.exp(f - prof[0] + log_area[rows, None])
-        out[rows] += w_k * m / m.sum()
+        out[np.ix_(rows, cols)] += w_k * m / m.sum()
     return torch.from_numpy(out)
+
+
+def _columns_within(lat_rows: np.ndarray, lat_k: float, lon_k: float, reach: float,
+                    lon_r: np.ndarray) -> np.ndarray:
+    """Grid columns holding a cell within ``reach`` (radians) of the centre in any row.
+
+    On the sphere, a row at latitude ``phi`` meets the cap of angular radius ``reach``
+    around ``(lat_k, lon_k)`` where ``cos(dlon) >= (cos(reach) - sin(phi) sin(lat_k)) /
+    (cos(phi) cos(lat_k))``; the widest row sets one window for the band (all columns
+    when the cap holds a pole). Cells outside it are beyond ``reach``: they would get
+    less than e^-30 of the peak.
+    """
+    denom = np.cos(lat_rows) * math.cos(lat_k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = (math.cos(reach) - np.sin(lat_rows) * math.sin(lat_k)) / denom
+    c = np.where(denom > 1e-12, c, -1.0)  # a pole row: every longitude
+    half = float(np.arccos(np.clip(c, -1.0, 1.0)).max())
+    if half >= math.pi - 1e-9:
+        return np.arange(lon_r.size)
+    step = float(lon_r[1] - lon_r[0])
+    dlon = np.angle(np.exp(1j * (lon_r - lon_k)))  # wrapped to (-pi, pi]
+    # one cell of slack: the cap is measured between cell centres
+    return np.nonzero(np.abs(dlon) <= half + step)[0]
 
 
 def _cached_profile(shdd: SHDD) -> tuple[np.ndarray, np.ndarray]:
