@@ -11,6 +11,8 @@ Timed in the same process, on the same 4 descriptions and the same loaded model:
   the DDPM sampler over all T steps (the same diffusion sampled twice), as
   ``pipeline/locate.py`` did then.
 
+The in-process paths run 3 times each, interleaved; the table gives each median.
+
 Also the wall time of the ``geodiffloc locate`` command in a fresh process (imports and
 model loading included). The default model must be cached (run ``geodiffloc locate``
 once first); nothing is trained here.
@@ -27,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 QUERIES = ["a fishing harbour in northern Norway", "Kyoto temple",
            "vineyards near Bordeaux", "a safari lodge in the Serengeti"]
 CLI_RUNS = 3
+REPEATS = 3  # in-process paths, interleaved
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,16 +60,31 @@ def main(argv: list[str] | None = None) -> int:
         model, encoder = default_model(progress=False)
         load_s = time.perf_counter() - t
         geodiffloc.locate(QUERIES[:1], model=model, encoder=encoder, progress=False)  # warm
-        rows = []
-        t = time.perf_counter()
-        geodiffloc.locate(QUERIES, model=model, encoder=encoder, progress=False)
-        rows.append(("locate (in memory), DPM-Solver++ 20, 32 samples, 0.5 deg",
-                     time.perf_counter() - t))
-        with tempfile.TemporaryDirectory() as tmp:
+        runs: dict[str, list[float]] = {"memory": [], "files": [], "base": []}
+
+        def clock(key: str, fn: Any) -> None:
             t = time.perf_counter()
-            geodiffloc.locate(QUERIES, model=model, encoder=encoder, progress=False,
-                              out_dir=Path(tmp) / "out")
-            rows.append(("locate + GeoTIFF/GeoPackage/CSV/map written", time.perf_counter() - t))
+            fn()
+            runs[key].append(time.perf_counter() - t)
+
+        x = encoder.encode(QUERIES)
+
+        def first_release() -> None:
+            model.predict(x, n_views=32, sampler="ddpm", steps=None)
+            model.probability_map(x, resolution=0.5, n_views=32, sampler="ddpm", steps=None)
+
+        if not args.skip_baseline:
+            first_release()  # warm too: its first call imports diffusers (seconds)
+        with tempfile.TemporaryDirectory() as tmp:
+            # interleaved repeats: drift in the machine's speed hits every path alike
+            for r in range(REPEATS):
+                clock("memory", lambda: geodiffloc.locate(QUERIES, model=model, encoder=encoder,
+                                                          progress=False))
+                clock("files", lambda r=r: geodiffloc.locate(
+                    QUERIES, model=model, encoder=encoder, progress=False,
+                    out_dir=Path(tmp) / f"out{r}"))
+                if not args.skip_baseline:
+                    clock("base", first_release)
             cli_runs = []
             for run in range(CLI_RUNS):  # a fresh process is noisy on 2 cores: the median
                 t = time.perf_counter()
@@ -76,18 +95,23 @@ def main(argv: list[str] | None = None) -> int:
                 if proc.returncode != 0:
                     print(proc.stderr[-2000:], file=sys.stderr)
                     return 1
-            runs = ", ".join(f"{s:.1f}" for s in cli_runs)
-            rows.append((f"geodiffloc locate (fresh process: imports, model load, files; "
-                         f"median of {CLI_RUNS}: {runs} s)", statistics.median(cli_runs)))
+
+        def median(key: str) -> tuple[str, float]:
+            vals = runs[key] if key != "cli" else cli_runs
+            return ", ".join(f"{v:.2f}" for v in vals), statistics.median(vals)
+
+        rows = []
+        for key, name in (("memory", "locate (in memory), DPM-Solver++ 20, 32 samples, 0.5 deg"),
+                          ("files", "locate + GeoTIFF/GeoPackage/CSV/map written"),
+                          ("cli", "geodiffloc locate (fresh process: imports, model load, "
+                                  "files)")):
+            each, med = median(key)
+            rows.append((f"{name}; median of {each} s", med))
         base = None
         if not args.skip_baseline:
-            x = encoder.encode(QUERIES)
-            t = time.perf_counter()
-            model.predict(x, n_views=32, sampler="ddpm", steps=None)
-            model.probability_map(x, resolution=0.5, n_views=32, sampler="ddpm", steps=None)
-            base = time.perf_counter() - t
-            rows.append(("first release's path: predict + probability_map, DDPM over all "
-                         "T steps (sampled twice)", base))
+            each, base = median("base")
+            rows.append((f"first release's path: predict + probability_map, DDPM over all "
+                         f"T steps (sampled twice); median of {each} s", base))
         print(f"{len(QUERIES)} descriptions: {'; '.join(QUERIES)}. Default model loaded from "
               f"the cache in {load_s:.1f} s (not included below).\n")
         print("path | seconds | vs the first release's path")

@@ -111,6 +111,7 @@ def _coverage_matrix(geoms: list[Any], grid: LatLonGrid, progress: bool | None =
 _COVERAGE_VERSION = 2
 _MEMORY: dict[str, Any] = {}  # this process's last few matrices, newest last
 _MEMORY_SIZE = 4
+_KEYS: dict[Any, tuple[list[Any], str]] = {}  # (geometry ids, grid) -> (geometries, key)
 #: Only matrices that took at least this long are written to disk (a handful of small
 #: polygons is recomputed faster than a file is read, and would only fill the folder).
 _DISK_MIN_SECONDS = 0.5
@@ -121,9 +122,20 @@ def _coverage_key(geoms: list[Any], grid: LatLonGrid) -> str:
 
     import shapely
 
-    wkb = [b"" if g is None else shapely.to_wkb(g, hex=False) for g in geoms]
     spec = (grid.resolution, grid.west, grid.south, grid.east, grid.north)
-    return fingerprint(_COVERAGE_VERSION, version("exactextract"), spec, wkb, length=32)
+    # The same geometry objects again (every locate call reads the same Natural Earth
+    # frame) have the same key: shapely geometries are immutable, and the memo holds
+    # them, so their ids cannot pass to other objects. Hashing 250 WKBs costs ~40 ms.
+    ident = (tuple(map(id, geoms)), spec)
+    hit = _KEYS.get(ident)
+    if hit is not None and all(a is b for a, b in zip(hit[0], geoms, strict=True)):
+        return hit[1]
+    wkb = [b"" if g is None else shapely.to_wkb(g, hex=False) for g in geoms]
+    key = fingerprint(_COVERAGE_VERSION, version("exactextract"), spec, wkb, length=32)
+    _KEYS[ident] = (list(geoms), key)
+    while len(_KEYS) > _MEMORY_SIZE:
+        _KEYS.pop(next(iter(_KEYS)))
+    return key
 
 
 def _coverage(geoms: list[Any], grid: LatLonGrid, progress: bool | None = None,

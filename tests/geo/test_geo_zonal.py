@@ -257,3 +257,26 @@ def test_coverage_is_remembered_in_memory_and_on_disk(make_vmf, tmp_path, monkey
         again = zonal_probability(field, world)["prob"].to_numpy()
     assert np.array_equal(again, first)
     assert "unreadable" in caplog.text
+
+
+def test_coverage_key_is_remembered_for_the_same_geometry_objects(monkeypatch):
+    import shapely as shp
+
+    import geodiffloc.geo.zonal as zonal
+
+    monkeypatch.setattr(zonal, "_KEYS", {})
+    grid = LatLonGrid.global_(2.0)
+    geoms = list(countries("lowres").geometry)
+    calls = []
+    real = shp.to_wkb
+    monkeypatch.setattr(shp, "to_wkb", lambda g, **k: calls.append(1) or real(g, **k))
+    key = zonal._coverage_key(geoms, grid)
+    assert len(calls) == len(geoms)
+    assert zonal._coverage_key(list(geoms), grid) == key  # the same objects: no WKB again
+    assert len(calls) == len(geoms)
+    # equal geometries in new objects: hashed again, same key; other ones: another key
+    copies = [shp.from_wkb(real(g)) for g in geoms]
+    assert zonal._coverage_key(copies, grid) == key and len(calls) == 2 * len(geoms)
+    moved = [shp.transform(g, lambda xy: xy + 1.0) for g in geoms]
+    assert zonal._coverage_key(moved, grid) != key
+    assert zonal._coverage_key(geoms, LatLonGrid.global_(1.0)) != key
