@@ -177,8 +177,8 @@ def country_of(
     >>> country_of([48.86, -17.8], [2.35, 178.0], scale="lowres").tolist()
     ['France', 'Fiji']
     >>> country_of([48.86, 0.0], [2.35, -30.0], scale="lowres",
-    ...            column=["name", "iso_a3"]).tolist()
-    [['France', 'FRA'], [None, None]]
+    ...            column=["name", "continent"]).tolist()
+    [['France', 'Europe'], [None, None]]
     """
     import geopandas as gpd
 
