@@ -167,6 +167,8 @@ def test_predictions_and_field_equal_the_two_separate_calls(trained, resolution)
     else:
         assert float(d.max()) < 1.0  # log Z differs by the rules' ~1e-5, not the mode
     np.testing.assert_allclose(preds["confidence"], ref["confidence"])
+    with pytest.raises(ValueError, match=r"coeffs must be \(n, K, 576\)"):
+        trained.predictions_and_field(coeffs[0], samples[0], resolution=resolution)
 
 
 def test_mixture_mode_takes_known_log_partitions():

@@ -583,10 +583,6 @@ class LocDiff(nn.Module, Geolocator):
         xarray.DataArray
             ``("query", "lat", "lon")`` cell masses, each query summing to 1.
         """
-        coeffs = torch.as_tensor(coeffs)
-        if coeffs.ndim != 3 or coeffs.shape[2] != self.dim:
-            raise ValueError(f"coeffs must be (n, K, {self.dim}) samples; got "
-                             f"{tuple(coeffs.shape)}.")
         return self._field_and_log_partition(coeffs, resolution, sampler, steps, seed)[0]
 
     @torch.no_grad()
@@ -608,8 +604,7 @@ class LocDiff(nn.Module, Geolocator):
         (predictions, field)
             As the two methods return them.
         """
-        fld, log_z = self._field_and_log_partition(
-            torch.as_tensor(coeffs), resolution, sampler, steps, seed)
+        fld, log_z = self._field_and_log_partition(coeffs, resolution, sampler, steps, seed)
         fine = fld.sizes["lat"] >= partition_rows(self.shdd)
         preds = self.predictions_from_samples(coeffs, samples, aggregate=aggregate,
                                               confidence_km=confidence_km,
@@ -619,6 +614,10 @@ class LocDiff(nn.Module, Geolocator):
     def _field_and_log_partition(self, coeffs: torch.Tensor, resolution: float,
                                  sampler: str, steps: int | None, seed: int | None,
                                  ) -> tuple[Any, torch.Tensor]:
+        coeffs = torch.as_tensor(coeffs)
+        if coeffs.ndim != 3 or coeffs.shape[2] != self.dim:
+            raise ValueError(f"coeffs must be (n, K, {self.dim}) samples; got "
+                             f"{tuple(coeffs.shape)}.")
         grid = LatLonGrid.global_(resolution)
         # one output array filled query by query (no list of maps and stacked copy)
         values = np.empty((coeffs.shape[0], *grid.shape), dtype=np.float64)
