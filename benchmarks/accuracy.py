@@ -22,8 +22,10 @@ the Lightning modules of ``geodiffloc train`` with their default settings):
   encoder, 1024-entry GPS queue), retrieval over (a) its training places (GeoCLIP's own
   gallery), (b) the MP16 100K gallery and (c) a Fibonacci lattice of the same size (the
   paper's gallery-generalisation experiment);
-* LocDiff-H: LocDiff (L = 23) candidates re-ranked by GeoCLIP within 200 km, over the
-  same galleries;
+* LocDiff-H: LocDiff (L = 23) candidates re-ranked by GeoCLIP over the same galleries,
+  by both rules of :class:`~geodiffloc.models.locdiff.LocDiffH`: the default density
+  rerank (GeoCLIP's probability times a Gaussian kernel density of the 16 samples,
+  sigma = R / 2 = 100 km) and the paper's rule (GeoCLIP's best point within R = 200 km);
 * HierLoc (``HierLoc.fit``): entities of the offline gazetteer hierarchy (country >
   admin-1 > admin-2 > city, cities of at least ``hier_min_population`` inhabitants) in
   hyperbolic space, trained on the same training places with sampled negatives
@@ -384,17 +386,20 @@ def hybrid_rows(ld: Any, gc: Any, xt: torch.Tensor, yt: np.ndarray, galleries: d
     from geodiffloc.models.locdiff import LocDiffH
 
     rows = []
+    rules = {"density": "density rerank (sigma 100 km)", "radius": "paper's rule (R=200 km)"}
     for name, gal in galleries.items():
-        h = LocDiffH(ld, gc, radius_km=200.0, n_candidates=b.samples, gallery=gal)
-        key = f"LocDiff-H over {name}"
-        with timed(key, clock):
-            gdf = h.predict(xt, xt, geoclip_input_kind="backbone", sampler="dpm++", steps=20,
-                            seed=seed)
-        r = row(f"LocDiff-H (L={ld.L})", f"dpm++-20, R=200 km, gallery {name}",
-                np.stack([gdf.lat, gdf.lon], 1), yt, clock[key], scorer=scorer,
-                stored=(len(gal), gc.embed_dim))
-        r["note"] = f"fallback {100 * float(gdf.fallback.mean()):.0f} %"
-        rows.append(r)
+        for rule, label in rules.items():
+            h = LocDiffH(ld, gc, radius_km=200.0, n_candidates=b.samples, gallery=gal,
+                         rerank=rule)
+            key = f"LocDiff-H ({rule}) over {name}"
+            with timed(key, clock):
+                gdf = h.predict(xt, xt, geoclip_input_kind="backbone", sampler="dpm++",
+                                steps=20, seed=seed)
+            r = row(f"LocDiff-H (L={ld.L})", f"dpm++-20, {label}, gallery {name}",
+                    np.stack([gdf.lat, gdf.lon], 1), yt, clock[key], scorer=scorer,
+                    stored=(len(gal), gc.embed_dim))
+            r["note"] = f"fallback {100 * float(gdf.fallback.mean()):.0f} %"
+            rows.append(r)
     return rows
 
 

@@ -302,20 +302,24 @@ def test_training_loss_options():
         model.training_loss(cond, torch.tensor([[95.0, 0.0]] * 4))
 
 
-def test_locdiff_h_restricts_to_radius_and_falls_back(trained):
-    from geodiffloc.models.geoclip import GeoCLIP
-
-    # gallery: a ring of points ~100 km around Paris and New York, plus far-away points;
-    # nothing near Sydney or Tokyo, so those two queries must fall back.
+def _hybrid_gallery() -> torch.Tensor:
+    """Points ~100 km around Paris and New York, plus far-away points (> 1500 km)."""
     rng = np.random.default_rng(0)
     near = [np.array(c) + rng.normal(0, 0.7, (20, 2)) for c in (PARIS, (40.71, -74.0))]
     far = np.column_stack([rng.uniform(-60, 70, 60), rng.uniform(-30, 60, 60)])
     far = far[pairwise_haversine_km(torch.tensor(far), PLACES.double()).min(1).values.numpy()
               > 1500]
-    gallery = torch.tensor(np.concatenate([*near, far]))
+    return torch.tensor(np.concatenate([*near, far]))
+
+
+def test_locdiff_h_restricts_to_radius_and_falls_back(trained):
+    from geodiffloc.models.geoclip import GeoCLIP
+
+    # nothing in the gallery near Sydney or Tokyo, so those two queries must fall back
+    gallery = _hybrid_gallery()
     gc = GeoCLIP(backbone_dim=6, embed_dim=4, n_freqs=4, hidden_dim=8, seed=0, cache_dir=False,
                  gallery=gallery)
-    hyb = LocDiffH(trained, gc, radius_km=200.0, n_candidates=4)
+    hyb = LocDiffH(trained, gc, radius_km=200.0, n_candidates=4, rerank="radius")
     gc_in = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
     gdf = hyb.predict(torch.eye(4, 8), gc_in, sampler="dpm++", steps=10, return_candidates=True)
     assert list(gdf.fallback) == [False, False, True, True]
@@ -341,3 +345,55 @@ def test_locdiff_h_restricts_to_radius_and_falls_back(trained):
         LocDiffH(trained, gc, radius_km=0)
     with pytest.raises(ValueError, match="queries"):
         hyb.predict(torch.eye(4, 8), gc_in[:3], sampler="dpm++", steps=2)
+
+
+def test_locdiff_h_density_rerank_is_geoclip_times_sample_kernel(trained):
+    """The default rule against a brute-force float64 reference: pool within 4 sigma,
+    GeoCLIP's probability over the pool times a Gaussian kernel of the samples."""
+    from geodiffloc.models.geoclip import GeoCLIP
+
+    gallery = _hybrid_gallery()
+    gc = GeoCLIP(backbone_dim=6, embed_dim=4, n_freqs=4, hidden_dim=8, seed=0, cache_dir=False,
+                 gallery=gallery)
+    hyb = LocDiffH(trained, gc, radius_km=60.0, n_candidates=4)  # sigma 30 km, pool 120 km
+    assert hyb.rerank == "density" and hyb.pool_radius_km == pytest.approx(120.0)
+    gc_in = torch.randn(4, 6, generator=torch.Generator().manual_seed(1))
+    gdf = hyb.predict(torch.eye(4, 8), gc_in, sampler="dpm++", steps=10, return_candidates=True)
+    assert list(gdf.fallback) == [False, False, True, True]
+    for i in range(2):
+        cands = np.asarray(gdf.candidates.iloc[i], dtype=np.float64)
+        lat1, lon1 = np.radians(gallery[:, :1].numpy()), np.radians(gallery[:, 1:].numpy())
+        lat2, lon2 = np.radians(cands[:, 0]), np.radians(cands[:, 1])
+        hav = (np.sin((lat2 - lat1) / 2) ** 2
+               + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2)
+        d = 2 * 6371.0088 * np.arcsin(np.sqrt(hav))  # (gallery, K) km
+        pool = np.flatnonzero(d.min(1) <= 120.0)
+        assert gdf.n_in_radius.iloc[i] == pool.size > 1
+        # GeoCLIP's probabilities over the pool, by coordinates (not gallery indices)
+        prob = gc.score_candidates(gc_in[i:i + 1], [gallery[pool].numpy()], kind="prob",
+                                   input_kind="backbone")[0].numpy()
+        score = prob * np.exp(-0.5 * (d[pool] / 30.0) ** 2).sum(1)
+        best = int(np.argmax(score))
+        assert int(gdf.gallery_index.iloc[i]) == pool[best]
+        assert gdf.confidence.iloc[i] == pytest.approx(score[best] / score.sum(), rel=1e-5)
+    with pytest.raises(ValueError, match="rerank"):
+        LocDiffH(trained, gc, rerank="nearest")
+    with pytest.raises(ValueError, match="bandwidth_km"):
+        LocDiffH(trained, gc, bandwidth_km=-1.0)
+
+
+def test_locdiff_h_density_prefers_the_region_most_samples_agree_on(trained):
+    """Equal GeoCLIP probability at two gallery points: the one beside 3 of 4 samples wins
+    under the density rule, while the radius rule cannot tell them apart."""
+    from geodiffloc.models.geoclip import GeoCLIP
+
+    gc = GeoCLIP(backbone_dim=6, embed_dim=4, n_freqs=4, hidden_dim=8, seed=0, cache_dir=False,
+                 gallery=torch.tensor([[0.0, 0.0]]))
+    hyb = LocDiffH(trained, gc)
+    points = torch.tensor([[10.0, 10.0], [-20.0, 40.0]], dtype=torch.float64)
+    samples = torch.tensor([[10.3, 10.1], [-20.2, 40.0], [9.8, 9.9], [10.0, 10.4]])
+    p = hyb._times_sample_density(torch.tensor([0.5, 0.5]), points, samples)
+    assert float(p.sum()) == pytest.approx(1.0) and float(p[0]) > 0.7
+    # and GeoCLIP's preference still counts: a 100:1 edge for the lone sample's point wins
+    p = hyb._times_sample_density(torch.tensor([0.01, 0.99]), points, samples)
+    assert int(p.argmax()) == 1
