@@ -15,7 +15,8 @@ Trained here, in the same run, with fixed seeds, through the public ``fit`` meth
 * GeoCLIP at the same size (``configs/geoclip_gazetteer_cpu.yaml``), retrieval over its
   training places;
 * LocDiff L = 23 (default loss), DPM-Solver++ 20 steps, K samples, mixture mode; and
-  LocDiff-H (its candidates re-ranked by GeoCLIP within 200 km of the training places);
+  LocDiff-H (its candidates re-ranked by GeoCLIP over the training places, default
+  density rule);
 * nearest neighbour in MiniLM space (``benchmarks/baselines.py``).
 
 G3 rows (the paper's ablation; the reference database is the training set):
@@ -25,7 +26,11 @@ G3 rows (the paper's ablation; the reference database is the training set):
   the generated candidate with the most generated candidates within 100 km (a vote);
 * ``+ verification, <generator>``: every candidate (the 20 retrieved references and the
   generated ones) scored by the aligned query–GPS similarity, best kept (full G3);
-* ``verification of the references only``: the paper's "w/o diversification".
+* ``verification of the references only``: the paper's "w/o diversification";
+* ``+ verification x vote, <generator>``: not in the paper: verification times the
+  generators' kernel vote (``G3.predict(select="verify_vote")``), a product of experts
+  in which a reference far from every generated candidate needs a much higher
+  similarity to win.
 
 Generators: ``retrieval`` (kernel modes of the top 5/10/20 references' coordinates, one
 "prompt" each) and ``locdiff`` (K samples of the LocDiff above conditioned on the
@@ -179,6 +184,14 @@ def g3_rows(m: Any, ld: Any, xt: torch.Tensor, yt: np.ndarray, b: Budget, seed: 
         best = m.predict(None, candidates=c)
         r["note"] = f"best from generator {100 * float((best.source == 'generated').mean()):.0f} %"
         rows.append(r)
+    for combo in combos:
+        tag = " + ".join(sorted(combo))
+        c = subset(cand, combo, True)
+        best = m.predict(None, candidates=c, select="verify_vote")
+        r = row(label, f"+ verification x vote ({tag})",
+                np.stack([best["lat"].to_numpy(), best["lon"].to_numpy()], 1), yt, secs)
+        r["note"] = f"best from generator {100 * float((best.source == 'generated').mean()):.0f} %"
+        rows.append(r)
     return rows
 
 
@@ -215,7 +228,7 @@ def run_split(split: str, b: Budget, seed: int, device: str, args: argparse.Name
     with timed("LocDiff-H", clock):
         gdf = h.predict(xt, xt, geoclip_input_kind="backbone",
                         sampler="dpm++", steps=20, seed=seed)
-    rows.append(row("LocDiff-H", "dpm++-20, R=200 km, training places",
+    rows.append(row("LocDiff-H", "dpm++-20, density rerank, training places",
                     np.stack([gdf.lat, gdf.lon], 1), yt, clock["LocDiff-H"]))
     g3 = train_g3(task, b, seed, device, clock)
     rows += g3_rows(g3, ld, xt, yt, b, seed, clock)

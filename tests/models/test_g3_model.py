@@ -102,6 +102,35 @@ def test_verification_picks_the_best_scored_candidate(trained):
     assert (np.diff(top3["similarity"].to_numpy()[:3]) <= 1e-12).all()
 
 
+def test_verify_vote_is_verification_times_the_generators_kernel_vote(trained):
+    m, _ = trained
+    xt, _, _ = toy(2, 5)
+    # three generated candidates at centre 0, one at centre 3: a vote of 3 against 1
+    gen = _Fixed([tuple(CENTRES[0])] * 3 + [tuple(CENTRES[3])])
+    cand = m.candidates(xt, generators=[gen], n_references=6, k=4)
+    pred = m.predict(xt, candidates=cand, select="verify_vote", consensus_km=300.0)
+    top2 = m.predict(xt, top_k=2, candidates=cand, select="verify_vote", consensus_km=300.0)
+    for i, grp in cand.groupby("query"):
+        gen_ll = grp.loc[grp["source"] == "generated", ["lat", "lon"]].to_numpy()
+        # float64 reference: vMF kernel of width 300 km around each generated candidate
+        d = np.stack([geodesic_km(grp["lat"], grp["lon"], a, b) for a, b in gen_ll], 1)
+        kernel = np.exp((np.cos(d / 6371.0088) - 1.0) / (300.0 / 6371.0088) ** 2)
+        score = np.exp(grp["logit"].to_numpy()) * kernel.sum(1)
+        best = int(np.argmax(score))
+        assert pred["lat"].iloc[i] == pytest.approx(grp["lat"].iloc[best])
+        assert pred["lon"].iloc[i] == pytest.approx(grp["lon"].iloc[best])
+        assert pred["confidence"].iloc[i] == pytest.approx(score[best] / score.sum(), rel=1e-4)
+        second = int(np.argsort(-score)[1])
+        assert top2["lat"].iloc[2 * i + 1] == pytest.approx(grp["lat"].iloc[second])
+    # with nothing generated the rule is plain verification
+    refs_only = m.candidates(xt, generators=[], n_references=6)
+    a = m.predict(xt, candidates=refs_only, select="verify_vote")
+    b = m.predict(xt, candidates=refs_only, select="verify")
+    assert np.allclose(a["lat"], b["lat"]) and np.allclose(a["confidence"], b["confidence"])
+    with pytest.raises(ValueError, match="verify_vote"):
+        m.predict(xt, candidates=cand, select="vote")
+
+
 def test_probability_map_is_the_softmax_weighted_kernel_mixture(trained):
     m, _ = trained
     xt, llt, _ = toy(1, 7)

@@ -32,7 +32,7 @@ __all__ = ["FORMAT", "G3", "DescriptionTable"]
 
 FORMAT = "geodiffloc.g3/1"
 
-Select = Literal["verify", "consensus", "top_reference"]
+Select = Literal["verify", "verify_vote", "consensus", "top_reference"]
 
 
 def _head(in_dim: int, out_dim: int) -> nn.Sequential:
@@ -672,9 +672,16 @@ class G3(nn.Module, Geolocator):
         inputs, generators, n_references, k, include_retrieved, backend, kind
             As in :meth:`candidates`.
         top_k
-            Rows per query (``select="verify"`` only; a ``rank`` column is added).
+            Rows per query (``select="verify"`` or ``"verify_vote"`` only; a ``rank``
+            column is added).
         select
             ``"verify"`` (G3): the candidate of highest aligned query–GPS similarity.
+            ``"verify_vote"``: verification times the generators' vote, a product of
+            experts: each candidate's verification logit plus the log of the kernel
+            density of the generated candidates at it (``sum_j exp(kappa (x . x_j -
+            1))``, the vote of ``"consensus"``, width ``consensus_km``), so a
+            retrieved reference far from every generated candidate needs a much higher
+            similarity to win; plain ``"verify"`` where nothing was generated.
             ``"consensus"`` (the ablation without verification): the generated candidate
             with the most generated candidates within ``consensus_km`` (a kernel vote),
             or the top reference when nothing was generated. ``"top_reference"``
@@ -686,15 +693,15 @@ class G3(nn.Module, Geolocator):
         -------
         geopandas.GeoDataFrame
             ``query``, (``rank``), ``lat``, ``lon``, ``confidence`` (the candidate's
-            verification probability), ``source``, ``generator``, ``prompt``,
-            ``similarity``, ``n_candidates``.
+            verification probability; with ``"verify_vote"`` its share of the product),
+            ``source``, ``generator``, ``prompt``, ``similarity``, ``n_candidates``.
         """
-        if select not in ("verify", "consensus", "top_reference"):
-            raise ValueError(f"select must be 'verify', 'consensus' or 'top_reference'; got "
-                             f"{select!r}.")
+        if select not in ("verify", "verify_vote", "consensus", "top_reference"):
+            raise ValueError(f"select must be 'verify', 'verify_vote', 'consensus' or "
+                             f"'top_reference'; got {select!r}.")
         check_positive_int(top_k, "top_k")
-        if top_k > 1 and select != "verify":
-            raise ValueError("top_k > 1 needs select='verify'.")
+        if top_k > 1 and select not in ("verify", "verify_vote"):
+            raise ValueError("top_k > 1 needs select='verify' or 'verify_vote'.")
         cand = candidates if candidates is not None else self.candidates(
             inputs, generators=[] if select == "top_reference" else generators,
             n_references=n_references, k=k, include_retrieved=include_retrieved,
@@ -704,6 +711,7 @@ class G3(nn.Module, Geolocator):
         picks: list[int] = []
         ranks: list[int] = []
         counts: list[int] = []
+        confidence = cand["prob"].to_numpy().copy()
         for i in range(n):
             sel = np.flatnonzero(qi == i)
             if not len(sel):
@@ -712,6 +720,11 @@ class G3(nn.Module, Geolocator):
             counts.append(len(sel))
             if select == "verify":
                 order = sel[np.argsort(cand["rank"].to_numpy()[sel], kind="stable")][:top_k]
+            elif select == "verify_vote":
+                score = cand["logit"].to_numpy()[sel] + self._log_votes(cand, sel, consensus_km)
+                p = np.exp(score - score.max())
+                confidence[sel] = p / p.sum()
+                order = sel[np.argsort(-score, kind="stable")][:top_k]
             else:
                 order = np.asarray([self._unverified(cand, sel, select, consensus_km)])
             picks += order.tolist()
@@ -723,13 +736,36 @@ class G3(nn.Module, Geolocator):
         reps = np.asarray([counts[int(i)] for i in rows["query"].to_numpy()])
         return points_frame(
             rows["lat"].to_numpy(), rows["lon"].to_numpy(),
-            {"confidence": rows["prob"].to_numpy(), "source": rows["source"].to_numpy(),
+            {"confidence": confidence[picks], "source": rows["source"].to_numpy(),
              "generator": rows["generator"].to_numpy(), "prompt": rows["prompt"].to_numpy(),
              "similarity": rows["similarity"].to_numpy(), "n_candidates": reps},
             leading=lead, attrs={"model": "G3", "select": select})
 
     @staticmethod
-    def _unverified(cand: Any, sel: np.ndarray, select: str, consensus_km: float) -> int:
+    def _log_votes(cand: Any, sel: np.ndarray, consensus_km: float,
+                   at: np.ndarray | None = None) -> np.ndarray:
+        """Log kernel vote of the generated candidates among ``sel`` at ``at`` (default ``sel``).
+
+        ``log sum_j exp(kappa (x . x_j - 1))`` over the generated ``x_j``, with ``kappa =
+        1 / (consensus_km / R)^2`` (a von Mises–Fisher kernel of ~``consensus_km`` width);
+        zeros when nothing was generated (the vote then changes no ranking).
+        """
+        at = sel if at is None else at
+        generated = sel[cand["source"].to_numpy()[sel] == "generated"]
+        if not len(generated):
+            return np.zeros(len(at))
+
+        def xyz(idx: np.ndarray) -> np.ndarray:
+            ll = np.stack([cand["lat"].to_numpy()[idx], cand["lon"].to_numpy()[idx]], 1)
+            return latlon_to_xyz(torch.as_tensor(ll, dtype=torch.float64)).numpy()
+
+        kappa = 1.0 / (float(consensus_km) / EARTH_RADIUS_KM) ** 2
+        z = kappa * (xyz(at) @ xyz(generated).T - 1.0)
+        top = z.max(axis=1, keepdims=True)
+        return (top + np.log(np.exp(z - top).sum(axis=1, keepdims=True)))[:, 0]
+
+    @classmethod
+    def _unverified(cls, cand: Any, sel: np.ndarray, select: str, consensus_km: float) -> int:
         src = cand["source"].to_numpy()[sel]
         retrieved = sel[src == "retrieved"]
         generated = sel[src == "generated"]
@@ -738,11 +774,7 @@ class G3(nn.Module, Geolocator):
                 return int(sel[0])
             score = cand["generator_score"].to_numpy()[retrieved]
             return int(retrieved[np.argmax(score)])
-        ll = torch.as_tensor(np.stack([cand["lat"].to_numpy()[generated],
-                                       cand["lon"].to_numpy()[generated]], 1))
-        xyz = latlon_to_xyz(ll).numpy()
-        kappa = 1.0 / (float(consensus_km) / EARTH_RADIUS_KM) ** 2
-        votes = np.exp(kappa * (xyz @ xyz.T - 1.0)).sum(axis=1)
+        votes = cls._log_votes(cand, sel, consensus_km, at=generated)
         return int(generated[np.argmax(votes)])
 
     @torch.no_grad()
