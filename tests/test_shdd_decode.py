@@ -72,7 +72,7 @@ def test_antimeridian_and_poles():
                     [-10.0, -179.999], [89.99, 45.0], [-89.95, -135.0], [65.0, 180.0]])
     s = SHDD(47)
     e = s.encode(lat=pts[:, 0], lon=pts[:, 1])
-    for method in ("coarse_to_fine", "dense"):
+    for method in ("coarse_to_fine", "grid", "dense"):
         back = s.decode(e, method=method).numpy()
         assert (np.abs(back[:, 0]) <= 90).all() and (np.abs(back[:, 1]) <= 180).all()
         assert gc_km(pts, back).max() < 0.05, method
@@ -81,7 +81,7 @@ def test_antimeridian_and_poles():
 def test_decode_picks_the_higher_mode():
     s = SHDD(31)
     e = 1.0 * s.encode(lat=[35.0], lon=[139.0]) + 0.6 * s.encode(lat=[-23.0], lon=[-46.0])
-    for method in ("coarse_to_fine", "dense"):
+    for method in ("coarse_to_fine", "grid", "dense"):
         assert gc_km([[35.0, 139.0]], s.decode(e, method=method).numpy())[0] < 1.0
 
 
@@ -108,13 +108,14 @@ def test_coarse_to_fine_matches_dense(L, sigma):
     pts = uniform_random(64, generator=g, dtype=F64)
     noisy = s.encode(latlon=pts).float()
     noisy = noisy + sigma * torch.randn(noisy.shape, generator=g)
-    fast = s.decode(noisy, refine=False)
     dense = s.decode(noisy, refine=False, method="dense")
-    same = gc_km(fast.numpy(), dense.numpy()) < 1.0
-    assert same.mean() >= 0.95, f"agreement {same.mean():.0%}"
+    for method in ("coarse_to_fine", "grid"):
+        fast = s.decode(noisy, refine=False, method=method)
+        same = gc_km(fast.numpy(), dense.numpy()) < 1.0
+        assert same.mean() >= 0.95, f"{method}: agreement {same.mean():.0%}"
 
 
-def test_coarse_to_fine_finds_clear_modes_L47():
+def test_coarse_to_fine_finds_clear_modes_L47(monkeypatch):
     """At L = 47 the peak (183) towers over white noise of sigma = 2 (noise field std-dev
     27): the dense search lands near the encoded point, so the mode is unambiguous, and
     the coarse-to-fine search must find it too (it picked another region for ~45 % of
@@ -126,9 +127,32 @@ def test_coarse_to_fine_finds_clear_modes_L47():
     noisy = noisy + 2.0 * torch.randn(noisy.shape, generator=g)
     dense = s.decode(noisy, refine=False, method="dense")
     assert (gc_km(pts.numpy(), dense.numpy()) < 300.0).mean() >= 0.9  # the mode is clear
-    fast = s.decode(noisy, refine=False)
-    same = gc_km(fast.numpy(), dense.numpy()) < 1.0
-    assert same.mean() >= 0.95, f"agreement {same.mean():.0%}"
+    for method in ("coarse_to_fine", "grid"):
+        fast = s.decode(noisy, refine=False, method=method)
+        same = gc_km(fast.numpy(), dense.numpy()) < 1.0
+        assert same.mean() >= 0.95, f"{method}: agreement {same.mean():.0%}"
+    # heavy noise takes the grid search inside coarse_to_fine (not the dense one)
+    from geodiffloc.shdd import decoding
+
+    calls = []
+    real = decoding._search_dense
+    monkeypatch.setattr(decoding, "_search_dense",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    s.decode(noisy, refine=False)
+    assert not calls
+
+
+def test_grid_search_falls_back_to_dense_where_no_anchor_is_near_a_peak():
+    """An anchor set with a 1500 km hole around the field's peak: no anchor lies near any
+    grid peak, and the dense search's answer (the best anchor there is) is returned."""
+    s = SHDD(47)
+    e = s.encode(lat=[10.0, 10.0], lon=[20.0, 20.0])
+    lattice = fibonacci_lattice(20000)
+    anchors = lattice[gc_km(lattice.numpy(), np.array([[10.0, 20.0]])) > 1500.0]
+    grid = s.decode(e, anchors, refine=False, method="grid")
+    dense = s.decode(e, anchors, refine=False, method="dense")
+    np.testing.assert_allclose(grid.numpy(), dense.numpy())
+    assert torch.cdist(grid, anchors).min(dim=1).values.max() < 1e-6  # an anchor of the set
 
 
 # -- eq. 14 and beta ------------------------------------------------------------------------
@@ -154,7 +178,7 @@ def test_beta_small_picks_the_mode_large_beta_favours_crowds():
     small = s.decode(e, anchors, beta_km=1.0, refine=False)
     assert gc_km([p], small.numpy())[0] < 1e-6
     for beta in (400.0, None):
-        for method in ("coarse_to_fine", "dense"):
+        for method in ("coarse_to_fine", "grid", "dense"):
             crowded = s.decode(e, anchors, beta_km=beta, refine=False, method=method)
             assert 400.0 < gc_km([p], crowded.numpy())[0] < 800.0, (beta, method)
     refined = s.decode(e, anchors, beta_km=400.0, refine=True)
@@ -171,7 +195,7 @@ def test_default_beta_avoids_neighbour_of_the_mode_at_high_L():
     neighbour = destination(p[0], p[1], 0.0, 40.0)
     anchors = torch.tensor([neighbour, p], dtype=F64)
     e = s.encode(lat=[p[0]], lon=[p[1]])
-    for method in ("coarse_to_fine", "dense"):
+    for method in ("coarse_to_fine", "grid", "dense"):
         assert gc_km([p], s.decode(e, anchors, refine=False, method=method).numpy())[0] < 1e-6
         wide = s.decode(e, anchors, beta_km=111.0, refine=False, method=method)
         assert gc_km([neighbour], wide.numpy())[0] < 1e-6
@@ -189,7 +213,7 @@ def test_gallery_anchors_respected(tmp_path):
     df.to_csv(csv, index=False)
     gdf = gpd.GeoDataFrame(geometry=gpd.points_from_xy(df.LON, df.LAT), crs="EPSG:4326")
     for source in (gallery, gallery.numpy(), df, csv, gdf):
-        for method in ("coarse_to_fine", "dense"):
+        for method in ("coarse_to_fine", "grid", "dense"):
             out = s.decode(e, source, refine=False, method=method, beta_km=1.0)
             d = torch.cdist(out, gallery)
             assert (d.min(1).values < 1e-9).all()  # every result is a gallery anchor

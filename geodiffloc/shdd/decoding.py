@@ -20,7 +20,10 @@ Search (``method="coarse_to_fine"``, the default):
 
 A vector whose low-pass peak does not stand at least 8 standard deviations above the
 low-pass field's mean (heavy white noise: a peak grows like L^2, noise like L) has no
-reliable low-pass region and is searched densely instead.
+reliable low-pass region and takes ``method="grid"`` instead: the full field (the
+matched filter of a point in white noise) is synthesised on a lat/lon grid of spacing
+``~0.9 / (L+1)`` rad by the fast synthesis of :mod:`~geodiffloc.shdd.synthesis`, and
+eq. 14 decides among the anchors near its three highest local maxima.
 
 ``method="dense"`` evaluates the full field at every anchor (the reference; memory and
 time grow with anchors x (L+1)^2). Both end with :func:`refine_modes`, a Newton ascent
@@ -37,7 +40,7 @@ import numpy as np
 import torch
 
 from .._fingerprint import fingerprint
-from ..harmonics import n_coeffs, real_sph_harm
+from ..harmonics import legendre_table, n_coeffs, real_sph_harm
 from ..sphere import (
     EARTH_RADIUS_KM,
     fibonacci_lattice,
@@ -45,6 +48,7 @@ from ..sphere import (
     latlon_to_xyz,
     xyz_to_latlon,
 )
+from .synthesis import synthesize
 
 if TYPE_CHECKING:
     from .core import SHDD
@@ -183,7 +187,7 @@ def _search_coarse_to_fine(shdd: SHDD, c: torch.Tensor, index: _AnchorIndex,
     z = (f_c.max(dim=1).values - f_c.mean(dim=1)) / f_c.std(dim=1).clamp_min(1e-12)
     unclear = z < _CLEAR_Z
     if bool(unclear.all()):
-        return _search_dense(shdd, c, index, beta_rad)
+        return _search_grid(shdd, c, index, beta_rad)
     kc = _COARSE_K
     top_c = torch.topk(f_c, k=kc, dim=1).indices
     lat_xyz = latlon_to_xyz(lattice).numpy()
@@ -208,7 +212,66 @@ def _search_coarse_to_fine(shdd: SHDD, c: torch.Tensor, index: _AnchorIndex,
     out = index.latlon[best]
     if bool(unclear.any()):
         rows = torch.nonzero(unclear).flatten()
-        out[rows] = _search_dense(shdd, c[rows], index, beta_rad)
+        out[rows] = _search_grid(shdd, c[rows], index, beta_rad)
+    return out
+
+
+_GRID_K = 3  # peaks of the full field followed per vector
+_GRID_TOP = 48  # best grid cells the peaks are chosen from
+_GRID_CACHE: dict[int, tuple[np.ndarray, np.ndarray, torch.Tensor]] = {}
+
+
+def _grid(L: int) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """Cell-centre rows and columns (spacing ~0.9 / (L+1) rad) and their Legendre table."""
+    if L not in _GRID_CACHE:
+        n_lat = max(L + 1, math.ceil(math.pi / (0.9 / (L + 1))))
+        lat = 90.0 - (np.arange(n_lat) + 0.5) * 180.0 / n_lat
+        lon = -180.0 + (np.arange(2 * n_lat) + 0.5) * 180.0 / n_lat
+        _GRID_CACHE[L] = (lat, lon, legendre_table(torch.from_numpy(lat), L))
+    return _GRID_CACHE[L]
+
+
+def _search_grid(shdd: SHDD, c: torch.Tensor, index: _AnchorIndex,
+                 beta_rad: float) -> torch.Tensor:
+    """Full field on a lat/lon grid (fast synthesis) -> its best local maxima -> eq. 14.
+
+    The full-degree field is the matched filter of a point under white noise, so its
+    maxima stay where the point is when the low-pass peak drowns; synthesis on a grid
+    costs ``O(rows L^2 + rows cols log cols)`` per vector instead of ``anchors x L^2``.
+    """
+    L = shdd.L
+    cpu = c.detach().to("cpu", torch.float32)
+    n = cpu.shape[0]
+    lat, lon, ptable = _grid(L)
+    f = synthesize(cpu, L, lat, lon, ptable=ptable, dtype=torch.float32)  # (n, rows, cols)
+    # the best cells, thinned greedily to _GRID_K peaks at least ~2 lobe half-widths apart
+    top = torch.topk(f.flatten(1), k=min(_GRID_TOP, f[0].numel()), dim=1).indices
+    rows, cols = np.divmod(top.numpy(), lon.size)
+    cells = torch.from_numpy(np.stack([lat[rows], lon[cols]], -1))  # (n, top, 2)
+    xyz = latlon_to_xyz(cells)
+    far = (xyz @ xyz.transpose(1, 2)) < math.cos(3.2 / (L + 1))  # (n, top, top)
+    keep = torch.zeros(far.shape[:2], dtype=torch.bool)
+    keep[:, 0] = True
+    alive = far[:, 0].clone()
+    for _ in range(_GRID_K - 1):
+        nxt = alive.float().argmax(dim=1)
+        ok = alive.gather(1, nxt[:, None])[:, 0]
+        keep[ok, nxt[ok]] = True
+        alive &= far[torch.arange(n), nxt] | ~ok[:, None]
+    step = math.radians(180.0 / lat.size)
+    r = 0.75 * step + index.spacing + beta_rad
+    centres = xyz[keep].numpy()
+    owner = torch.nonzero(keep)[:, 0].numpy()
+    hits = index.tree.query_ball_point(centres, _chord(r))
+    cand: list[set[int]] = [set() for _ in range(n)]
+    for i, h in zip(owner, hits, strict=True):
+        cand[i].update(h)
+    idx, mask = _padded([sorted(x) for x in cand], 0)
+    scores = _neighbour_scores(index.field(idx, cpu, L), index.xyz, idx, mask, beta_rad)
+    out = index.latlon[torch.gather(idx, 1, scores.argmax(dim=1, keepdim=True))[:, 0]]
+    empty = torch.nonzero(~mask.any(dim=1)).flatten()
+    if empty.numel():  # an uneven anchor set with no anchor near any peak
+        out[empty] = _search_dense(shdd, c[empty], index, beta_rad)
     return out
 
 
@@ -429,21 +492,26 @@ def decode(shdd: SHDD, coeffs: torch.Tensor, anchors: Any = None, *,
     refine
         Follow with :func:`refine_modes` (continuous, not limited by anchor spacing).
     method
-        ``"coarse_to_fine"`` (fast) or ``"dense"`` (every anchor; the reference).
+        ``"coarse_to_fine"`` (fast; heavy-noise vectors go to ``"grid"``), ``"grid"``
+        (the full field's grid maxima, then eq. 14 near them) or ``"dense"`` (every
+        anchor; the reference).
 
     Raises
     ------
     ValueError
         Unknown method, non-positive ``beta_km``, or invalid anchors.
     """
-    if method not in ("coarse_to_fine", "dense"):
-        raise ValueError(f"method must be 'coarse_to_fine' or 'dense'; got {method!r}.")
+    searches = {"coarse_to_fine": _search_coarse_to_fine, "grid": _search_grid,
+                "dense": _search_dense}
+    if method not in searches:
+        raise ValueError(f"method must be 'coarse_to_fine', 'grid' or 'dense'; got "
+                         f"{method!r}.")
     beta_km = 2.0 * shdd.width_km if beta_km is None else float(beta_km)
     if not beta_km > 0:
         raise ValueError(f"beta_km must be positive; got {beta_km}.")
     anchor_t = default_anchors(shdd.L) if anchors is None else gallery_anchors(anchors)
     index = _index_for(anchor_t, shdd.L)
-    search = _search_dense if method == "dense" else _search_coarse_to_fine
+    search = searches[method]
     # Blocks of vectors bound the memory of the gathered candidate harmonics
     # (vectors x candidates x (L+1)^2) at any L.
     block = max(1, _BLOCK_FLOATS // (shdd.dim * 256))
