@@ -456,3 +456,18 @@ def test_own_local_cluster_workers_keep_glibc_malloc_defaults(monkeypatch):
     import dask
 
     assert dask.config.get("distributed.worker.profile.enabled") is True  # caller's kept
+
+
+def test_locdiff_h_fingerprint_names_the_rerank_rule():
+    """A resumed batch run must not mix answers of the two LocDiff-H rules."""
+    from geodiffloc import LocDiff, LocDiffH
+    from geodiffloc.models.geoclip import GeoCLIP
+
+    ld = LocDiff(L=3, cond_dim=4, widths=(8,))
+    gc = GeoCLIP(backbone_dim=4, embed_dim=4, n_freqs=4, hidden_dim=8, seed=0, cache_dir=False,
+                 gallery="fibonacci:200")
+    prints = {resolve_runner(LocDiffH(ld, gc, **kw), encoder=HashWordEncoder()).fingerprint
+              for kw in ({}, {"rerank": "radius"}, {"bandwidth_km": 50.0})}
+    assert len(prints) == 3
+    same = resolve_runner(LocDiffH(ld, gc), encoder=HashWordEncoder()).fingerprint
+    assert same in prints

@@ -16,7 +16,8 @@ a path to a ``.safetensors`` checkpoint
     they are cached or reachable).
 ``"locdiff-h:PATH"``
     LocDiff-H: the LocDiff checkpoint at ``PATH`` proposes candidates, the official
-    GeoCLIP reranks them within 200 km (both must read the same images).
+    GeoCLIP reranks the gallery points near them (default density rule, see
+    :class:`~geodiffloc.LocDiffH`; both must read the same images).
 ``"g3:PATH"``
     A G3 checkpoint (with its reference database); candidates from the offline
     retrieval generator, verified by the aligned query–GPS similarity.
@@ -206,7 +207,8 @@ class Runner:
             if self.kind == "locdiff-h":
                 parts: list[Any] = [module_fingerprint(self.model.locdiff),
                                     module_fingerprint(self.model.geoclip),
-                                    self.model.radius_km, self.model.n_candidates]
+                                    self.model.radius_km, self.model.n_candidates,
+                                    self.model.rerank, self.model.bandwidth_km]
             else:
                 parts = [module_fingerprint(self.model)]
             if self.kind in ("geoclip", "locdiff-h"):
