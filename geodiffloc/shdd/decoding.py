@@ -23,7 +23,8 @@ low-pass field's mean (heavy white noise: a peak grows like L^2, noise like L) h
 reliable low-pass region and takes ``method="grid"`` instead: the full field (the
 matched filter of a point in white noise) is synthesised on a lat/lon grid of spacing
 ``~0.9 / (L+1)`` rad by the fast synthesis of :mod:`~geodiffloc.shdd.synthesis`, and
-eq. 14 decides among the anchors near its three highest local maxima.
+eq. 14 decides among the anchors near its three best cells that lie at least
+``3.2 / (L+1)`` rad (about two half-widths of the main lobe) apart.
 
 ``method="dense"`` evaluates the full field at every anchor (the reference; memory and
 time grow with anchors x (L+1)^2). Both end with :func:`refine_modes`, a Newton ascent
