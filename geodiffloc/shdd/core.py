@@ -272,7 +272,7 @@ class SHDD:
 
     # -- decoding ---------------------------------------------------------------------
     def decode(self, coeffs: torch.Tensor, anchors: Any = None, *, beta_km: float | None = None,
-               refine: bool = True, method: str = "coarse_to_fine") -> torch.Tensor:
+               refine: bool = True, method: str = "grid") -> torch.Tensor:
         """Mode-seeking decoder (eq. 14) over an anchor set, then continuous refinement.
 
         See :func:`geodiffloc.shdd.decoding.decode` for the parameters.

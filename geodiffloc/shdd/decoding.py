@@ -10,7 +10,15 @@ degree or so makes the decoder pick a neighbour of the mode at high L (the densi
 only ~20 km wide at L = 47) and favour crowded anchors at low L, so the default is tied
 to the width of the field: ``beta_km = 2 * SHDD.width_km``.
 
-Search (``method="coarse_to_fine"``, the default):
+Search (``method="grid"``, the default): the full field, which is also the matched
+filter of a point in white noise, is synthesised on a lat/lon grid of spacing
+``~0.9 / (L+1)`` rad by the fast synthesis of :mod:`~geodiffloc.shdd.synthesis`
+(per vector ``O(rows L^2 + rows cols log cols)`` instead of ``anchors x (L+1)^2``), and
+eq. 14 decides among the anchors near its three best cells that lie at least
+``3.2 / (L+1)`` rad (about two half-widths of the main lobe) apart. Where no anchor lies
+near any of them (an uneven anchor set), the dense search answers.
+
+``method="coarse_to_fine"`` (the default before the grid search, kept as an option):
 
 1. a low-pass field (degree ``min(L, 23)``) on a fixed 16,384-point Fibonacci lattice
    picks the most promising regions;
@@ -20,14 +28,13 @@ Search (``method="coarse_to_fine"``, the default):
 
 A vector whose low-pass peak does not stand at least 8 standard deviations above the
 low-pass field's mean (heavy white noise: a peak grows like L^2, noise like L) has no
-reliable low-pass region and takes ``method="grid"`` instead: the full field (the
-matched filter of a point in white noise) is synthesised on a lat/lon grid of spacing
-``~0.9 / (L+1)`` rad by the fast synthesis of :mod:`~geodiffloc.shdd.synthesis`, and
-eq. 14 decides among the anchors near its three best cells that lie at least
-``3.2 / (L+1)`` rad (about two half-widths of the main lobe) apart.
+reliable low-pass region and takes the grid search instead. On the benchmark
+(``benchmarks/shdd.py``: 512 noisy vectors, L = 47, 100,000 anchors) both searches pick
+the dense search's anchor for every vector, and the grid search is faster at every
+noise level; at L = 127 it costs about as much as coarse-to-fine.
 
 ``method="dense"`` evaluates the full field at every anchor (the reference; memory and
-time grow with anchors x (L+1)^2). Both end with :func:`refine_modes`, a Newton ascent
+time grow with anchors x (L+1)^2). All end with :func:`refine_modes`, a Newton ascent
 of :math:`f` on the sphere (finite differences in a local tangent frame, float64),
 which is not limited by the anchor spacing and reaches metres.
 """
@@ -475,7 +482,7 @@ def _refine_stencil(L: int, coeffs: torch.Tensor, start: torch.Tensor, *, steps:
 
 def decode(shdd: SHDD, coeffs: torch.Tensor, anchors: Any = None, *,
            beta_km: float | None = None, refine: bool = True,
-           method: str = "coarse_to_fine") -> torch.Tensor:
+           method: str = "grid") -> torch.Tensor:
     """Decode SHDD vectors to ``(n, 2)`` float64 ``(lat, lon)`` degrees.
 
     Parameters
@@ -493,9 +500,9 @@ def decode(shdd: SHDD, coeffs: torch.Tensor, anchors: Any = None, *,
     refine
         Follow with :func:`refine_modes` (continuous, not limited by anchor spacing).
     method
-        ``"coarse_to_fine"`` (fast; heavy-noise vectors go to ``"grid"``), ``"grid"``
-        (the full field's grid maxima, then eq. 14 near them) or ``"dense"`` (every
-        anchor; the reference).
+        ``"grid"`` (default: the full field's best grid cells, then eq. 14 near
+        them), ``"coarse_to_fine"`` (low-pass lattice first; heavy-noise vectors go to
+        ``"grid"``) or ``"dense"`` (every anchor; the reference).
 
     Raises
     ------
